@@ -72,8 +72,12 @@ def uniform_ids(seed: int, ids: np.ndarray, c1, c2, stream: int) -> np.ndarray:
     return to_uniform(np.take_along_axis(words, (ids % 4)[..., None], axis=-1)[..., 0])
 
 
-def sampling_uniforms(seed: int, image: int, gen_index: int, vocab_size: int) -> np.ndarray:
-    """u(seed, image, gen_index, v) for v in [0, vocab_size); float64 [vocab_size]."""
+def sampling_uniforms(seed: int, image: int, gen_index, vocab_size: int) -> np.ndarray:
+    """u(seed, image, t, v) for each t of gen_index (scalar or [G]) and v in [0, vocab_size).
+
+    Returns float64 [vocab_size] for a scalar gen_index, else [G, vocab_size].
+    """
+    gen = np.asarray(gen_index, dtype=np.uint64)
     blocks = np.arange((vocab_size + 3) // 4, dtype=np.uint64)
-    words = philox4x32(seed, blocks, gen_index, image, STREAM_SAMPLING)
-    return to_uniform(words.reshape(-1)[:vocab_size])
+    words = philox4x32(seed, blocks, gen[..., None], image, STREAM_SAMPLING)  # [..., V/4, 4]
+    return to_uniform(words.reshape(*gen.shape, -1)[..., :vocab_size])

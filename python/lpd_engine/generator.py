@@ -1,0 +1,142 @@
+"""`lpd_engine.Generator`: the Python front end.
+
+    gen = Generator.from_checkpoints("lpd_l_256.pth", "vq_ds16_c2i.pt")
+    result = gen.run([207, 360], steps=20, seed=0)     # cfg: the published 4.8
+    result.images[0].save("dog.png")
+
+`run` validates everything first (labels, sampling, schedule) and raises a typed error from
+lpd_engine.errors before any compute; then it walks the schedule through a backend and decodes.
+Image i of a run depends only on (model, labels[i], settings, seed, i): its order is the
+locality order with index i for `seed`, its sampling noise the RNG stream of image i.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import driver, schedule
+from .defaults import DEFAULT_STEPS
+from .errors import InvalidLabelError, InvalidScheduleError
+from .sampling import SamplingParams
+
+
+@dataclass
+class GenerationResult:
+    """What `Generator.run` returns.
+
+    tokens: int64 [B, N] in raster order; orders: int64 [B, N]; group_sizes: int64 [S];
+    pixels: uint8 [B, H, W, 3]; images: the same as PIL images; timings: seconds per stage.
+    """
+
+    tokens: np.ndarray
+    orders: np.ndarray
+    group_sizes: np.ndarray
+    pixels: np.ndarray
+    params: SamplingParams
+    timings: dict
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [Image.fromarray(p) for p in self.pixels]
+
+
+class Generator:
+    """Generates class-conditional images with one LPD model through one backend."""
+
+    def __init__(self, bundle=None, backend: str = "auto"):
+        """Open an engine bundle; with no bundle, the embedded demo model (see lpd_engine.demo)."""
+        if bundle is not None:
+            raise NotImplementedError("engine bundles are not implemented yet")
+        from .demo import demo_checkpoints
+
+        other = Generator.from_checkpoints(*demo_checkpoints(), backend="torch" if backend == "auto" else backend)
+        self.__dict__.update(other.__dict__)
+
+    @classmethod
+    def _assemble(cls, backend, config, image_size: int, default_cfg: dict[int, float]) -> "Generator":
+        gen = cls.__new__(cls)
+        gen.backend, gen.config, gen.image_size, gen.default_cfg = backend, config, image_size, dict(default_cfg)
+        return gen
+
+    @classmethod
+    def from_checkpoints(cls, lpd_checkpoint, vq_checkpoint, backend: str = "torch", heads: int | None = None):
+        """Build from an official LPD checkpoint (path, {"model": sd} or sd) and a LlamaGen VQ one."""
+        if backend != "torch":
+            raise ValueError(f"from_checkpoints supports backend='torch'; build a bundle for {backend!r}")
+        from .backends.torch_backend import TorchBackend
+        from .defaults import preset_name, published_cfg_for
+        from .reference import build_lpd, build_vq, load_lpd_state_dict, load_vq_state_dict
+
+        model = build_lpd(load_lpd_state_dict(lpd_checkpoint), heads=heads)
+        vq = build_vq(load_vq_state_dict(vq_checkpoint))
+        image_size = model.config.grid * vq.config.downsample
+        name = preset_name(model.config)
+        return cls._assemble(TorchBackend(model, vq), model.config, image_size,
+                             published_cfg_for(name, image_size) if name else {})
+
+    def run(self, labels, steps: int | None = None, cfg: float | None = None, cfg_schedule: str = "linear",
+            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+            group_sizes=None, orders=None, progress: bool | None = None) -> GenerationResult:
+        """Generate one image per label.
+
+        steps: a published step count for the model's token grid (default 20), or leave it out
+        and pass group_sizes. cfg: guidance scale; None takes the published value for
+        (model, image size, steps) and 1.0 (no guidance) where none is published.
+        group_sizes: explicit group sizes (sum N). orders: one order [N] for all images or one
+        per image [B, N] (permutations of raster positions); default: locality-aware orders.
+        progress: a progress bar over steps; None shows it when stderr is a terminal.
+        """
+        labels = self._check_labels(labels)
+        group_sizes, steps = self._resolve_group_sizes(steps, group_sizes)
+        if cfg is None:
+            cfg = self.default_cfg.get(steps, 1.0)
+        params = SamplingParams(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
+                                top_k=top_k, top_p=top_p, seed=seed)
+        t0 = time.perf_counter()
+        if orders is None:
+            orders = schedule.locality_orders(self.config.grid, group_sizes, len(labels), params.seed)
+        else:
+            orders = schedule.validate_orders(orders, self.config.num_tokens, len(labels))
+        t1 = time.perf_counter()
+
+        show = sys.stderr.isatty() if progress is None else progress
+        timings = driver.Timings()
+        with tqdm(total=len(group_sizes), desc="steps", disable=not show, leave=False) as bar:
+            tokens = driver.generate_tokens(self.backend, self.config, labels, group_sizes, orders,
+                                            params, progress=bar.update, timings=timings)
+        t2 = time.perf_counter()
+        pixels = self.backend.decode(tokens)
+        t3 = time.perf_counter()
+        return GenerationResult(tokens=tokens, orders=orders, group_sizes=group_sizes, pixels=pixels,
+                                params=params,
+                                timings={"schedule_s": t1 - t0, "tokens_s": t2 - t1, "decode_s": t3 - t2,
+                                         "total_s": t3 - t0})
+
+    def _check_labels(self, labels) -> np.ndarray:
+        arr = np.asarray(labels)
+        if arr.ndim != 1 or arr.size == 0:
+            raise InvalidLabelError(f"labels must be a non-empty 1-D sequence of class ids, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidLabelError(f"labels must be integers, got {arr.dtype}")
+        bad = arr[(arr < 0) | (arr >= self.config.num_classes)]
+        if bad.size:
+            raise InvalidLabelError(
+                f"labels must be in [0, {self.config.num_classes}); got {bad.tolist()[:5]}")
+        return arr.astype(np.int64)
+
+    def _resolve_group_sizes(self, steps, group_sizes) -> tuple[np.ndarray, int]:
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise InvalidScheduleError(f"steps must be a positive integer, got {steps!r}")
+        if group_sizes is None:
+            steps = DEFAULT_STEPS if steps is None else int(steps)
+            return np.asarray(schedule.published_group_sizes(self.config.grid, steps), np.int64), steps
+        group_sizes = schedule.validate_group_sizes(group_sizes, self.config.num_tokens)
+        if steps is not None and steps != len(group_sizes):
+            raise InvalidScheduleError(f"steps={steps} but group_sizes has {len(group_sizes)} entries")
+        return group_sizes, len(group_sizes)
