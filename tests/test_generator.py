@@ -25,7 +25,7 @@ def state_dicts():
 
 @pytest.fixture(scope="module")
 def gen(state_dicts):
-    return Generator.from_checkpoints({"model": state_dicts[0]}, state_dicts[1])
+    return Generator.from_checkpoints({"model": state_dicts[0]}, state_dicts[1], heads=CONFIG.heads)
 
 
 def naive_greedy(sd, cfg, labels, group_sizes, orders, guidance):
@@ -109,8 +109,10 @@ def test_same_seed_same_image_whatever_the_batch(gen):
     assert np.array_equal(big.pixels[:2], small.pixels)
     other = gen.run([1, 4], steps=8, cfg=2.0, top_k=10, seed=43)
     assert not np.array_equal(other.tokens, small.tokens)
-    assert big.pixels.shape == (4, 64, 64, 3) and big.pixels.dtype == np.uint8
-    assert len(big.images) == 4 and big.images[0].size == (64, 64)
+    side = 16 * tiny_vq_config().downsample
+    assert gen.image_size == side
+    assert big.pixels.shape == (4, side, side, 3) and big.pixels.dtype == np.uint8
+    assert len(big.images) == 4 and big.images[0].size == (side, side)
 
 
 @pytest.mark.parametrize("kwargs,error", [
@@ -141,8 +143,13 @@ def test_bad_requests_raise_before_any_compute(gen, monkeypatch, kwargs, error):
     assert calls == []
 
 
-def test_published_default_cfg_and_unknown_model():
-    assert Generator.from_checkpoints  # the demo model has no published cfg: default is 1.0
-    gen = Generator()
-    res = gen.run([1], steps=8, seed=0)
-    assert res.params.cfg == 1.0 and res.pixels.shape == (1, 64, 64, 3)
+def test_default_cfg_is_published_value_else_no_guidance(gen):
+    from lpd_engine.defaults import preset_name, published_cfg_for
+
+    assert published_cfg_for("lpd_l", 256) == {20: 4.8, 32: 5.4}
+    assert published_cfg_for("lpd_l", 512) == {48: 7.3}
+    assert preset_name(LPDConfig.preset("lpd_xl", 512)) == "lpd_xl" and preset_name(CONFIG) is None
+    assert gen.run([1], steps=8, seed=0).params.cfg == 1.0  # no published value for this model
+    published = Generator._assemble(gen.backend, gen.config, gen.image_size, {8: 3.5})
+    assert published.run([1], steps=8, seed=0).params.cfg == 3.5
+    assert published.run([1], steps=8, cfg=1.5, seed=0).params.cfg == 1.5

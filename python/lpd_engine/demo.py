@@ -3,7 +3,7 @@ transformer and VQ decoder made on the spot from a fixed seed. Its images are no
 so the README's first command and the tests run end to end with no download.
 
 Shape: a 16x16 token grid (so the published 256-px group-size tables apply), D 128, depth 4,
-4 heads, 512 codes, 10 classes; the VQ downsamples 4x, so images are 64x64.
+2 heads of 64, 512 codes, 10 classes; the VQ downsamples 4x, so images are 64x64.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from .reference import LPDConfig, LPDTransformer, VQConfig, VQModel
 
-DEMO_LPD = LPDConfig(dim=128, depth=4, heads=4, vocab_size=512, num_classes=10, num_tokens=256, mlp_hidden=512)
+DEMO_LPD = LPDConfig(dim=128, depth=4, heads=2, vocab_size=512, num_classes=10, num_tokens=256, mlp_hidden=512)
 DEMO_VQ = VQConfig(codebook_size=512, codebook_dim=8, z_channels=64, ch=32, ch_mult=(1, 2, 2),
                    decoder_res_blocks=1, encoder_res_blocks=1, has_encoder=False)
 

@@ -7,7 +7,7 @@ Definition (docs/rng.md repeats it; engine/src/rng.cpp is the C++ twin, bit for 
         counter = (c0, c1, c2, c3)                          four unsigned 32-bit words
     -> four unsigned 32-bit words x[0..3].
 
-    uniform(x) = ((x >> 8) + 0.5) * 2**-24, a float in (0, 1), exact in float32 and float64.
+    uniform(x) = ((x >> 8) + 0.5) * 2**-24, a float64 in (0, 1), computed exactly.
 
 Streams (the last counter word says which):
     STREAM_SAMPLING = 0: u(seed, image, gen_index, vocab_id)

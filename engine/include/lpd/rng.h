@@ -21,7 +21,7 @@ enum RngStream : uint32_t {
 // Philox4x32-10: four 32-bit outputs for one (seed, counter).
 std::array<uint32_t, 4> philox4x32(uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3);
 
-// ((x >> 8) + 0.5) * 2^-24: a double in (0, 1), exactly representable in float32 too.
+// ((x >> 8) + 0.5) * 2^-24: a double in (0, 1), computed exactly (25 significant bits).
 inline double to_uniform(uint32_t x) { return (static_cast<double>(x >> 8) + 0.5) * (1.0 / 16777216.0); }
 
 // The 32-bit word for `id` of the stream: philox(seed, id / 4, c1, c2, stream)[id % 4].
