@@ -1,0 +1,33 @@
+// Position-query group attention over the paged KV cache (ARCHITECTURE.md).
+//
+// Row r belongs to sequence row_seq[r] and attends to that sequence's slots
+// [0, visible_len[r]) through its block table: context rows see the context so far, query
+// rows also see every query of their step (mutual visibility). One per-row limit expresses
+// the whole block-causal rule, so there is no mask tensor. Scores are scaled by `scale`
+// (head_dim^-0.5) and the softmax runs in float32 (max-subtracted, sequential sums).
+#pragma once
+
+#include <cstdint>
+
+#include "lpd/kernels/common.h"
+
+namespace lpd::kernels {
+
+struct PagedAttentionParams {
+  const float* q;  // [num_rows, num_heads, head_dim] with row stride q_stride
+  int64_t q_stride;
+  const float* k_cache;  // [num_blocks, block_size, num_heads, head_dim]
+  const float* v_cache;
+  const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq] physical block ids
+  int64_t max_blocks_per_seq;
+  const int32_t* row_seq;      // [num_rows] sequence of each row
+  const int32_t* visible_len;  // [num_rows] >= 1, <= max_blocks_per_seq * block_size
+  int64_t num_rows, num_heads, head_dim, block_size;
+  float scale;
+  float* out;  // [num_rows, num_heads * head_dim] with row stride out_stride
+  int64_t out_stride;
+};
+
+Status paged_attention(const PagedAttentionParams& p);
+
+}  // namespace lpd::kernels

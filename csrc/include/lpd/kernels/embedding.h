@@ -1,0 +1,27 @@
+// The unified input embedding (ARCHITECTURE.md): row r of a step is
+//   out[r] = LayerNorm(table[embed_ids[r]] + pos[pos_ids[r]])      (z_proj_ln, eps 1e-6)
+// where table = [token_emb (V); class_emb; fake_latent; mask_token]. Context tokens, class
+// rows, unconditional rows and position queries are all the same kind of row.
+#pragma once
+
+#include <cstdint>
+
+#include "lpd/kernels/common.h"
+
+namespace lpd::kernels {
+
+struct EmbedParams {
+  const float* table;  // [table_rows, dim]
+  const float* pos;    // [pos_rows, dim]
+  const float* gamma;  // [dim] LayerNorm weight
+  const float* beta;   // [dim] LayerNorm bias
+  float eps;
+  const int64_t* embed_ids;  // [num_rows] in [0, table_rows)
+  const int64_t* pos_ids;    // [num_rows] in [0, pos_rows)
+  int64_t num_rows, dim, table_rows, pos_rows;
+  float* out;  // [num_rows, dim]
+};
+
+Status embed_rows(const EmbedParams& p);
+
+}  // namespace lpd::kernels

@@ -1,0 +1,25 @@
+// Normalisations: LayerNorm over the last dimension (the transformer, eps 1e-6) and
+// GroupNorm (+ optional swish) over channels-last images (the VQ decoder, 32 groups, eps 1e-6).
+// Statistics are accumulated in double, outputs are float32.
+#pragma once
+
+#include <cstdint>
+
+#include "lpd/kernels/common.h"
+
+namespace lpd::kernels {
+
+// out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * gamma + beta, for r < num_rows.
+// x and out have row strides ldx / ldo (in floats); they may be the same buffer.
+Status layer_norm(const float* x, int64_t ldx, const float* gamma, const float* beta, float eps, float* out,
+                  int64_t ldo, int64_t num_rows, int64_t dim);
+
+// x, out: [num_pixels, channels] (channels-last, one image); may alias. groups divides channels.
+// With swish, out = y * sigmoid(y) of the normalised y.
+Status group_norm(const float* x, const float* gamma, const float* beta, float eps, bool swish, float* out,
+                  int64_t num_pixels, int64_t channels, int64_t groups);
+
+// Exact GELU x * 0.5 * (1 + erf(x / sqrt(2))), in place over n floats.
+Status gelu_erf(float* x, int64_t n);
+
+}  // namespace lpd::kernels

@@ -1,0 +1,145 @@
+/* lpd-engine C API: generate class-conditional images with an LPD engine bundle.
+ *
+ *   lpd_engine* engine = NULL;
+ *   lpd_engine_params params = lpd_engine_default_params();
+ *   if (lpd_engine_init("bundle/", &params, &engine) < 0) { puts(lpd_last_error()); return 1; }
+ *   lpd_request_params req = lpd_request_default_params();
+ *   req.labels = labels; req.num_labels = 2;  req.group_sizes = g; req.num_steps = 20;
+ *   req.orders = orders; req.num_order_entries = 2 * 256;  req.cfg = 4.8; req.seed = 0;
+ *   int64_t id;
+ *   lpd_engine_submit(engine, &req, &id);        // >= 0: accepted (LPD_STATUS_QUEUED: waits for KV blocks)
+ *   lpd_engine_wait(engine, id);                 // steps the engine until this request is done
+ *   lpd_engine_get_pixels(engine, id, rgb, size);
+ *   lpd_engine_release(engine, id);
+ *   lpd_engine_free(engine);
+ *
+ * Valid C99. Every function returns an lpd_status: 0 ok, positive = recoverable / informative
+ * (a request waiting for KV blocks, still running), negative = error, with a message in
+ * lpd_last_error() (thread-local). Nothing is retained from caller memory after a call returns:
+ * arrays passed in are copied. The engine is internally serialised (one call at a time runs);
+ * lpd_engine_step from several threads is safe but gains nothing.
+ */
+#ifndef LPD_ENGINE_H
+#define LPD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int32_t lpd_status;
+
+#define LPD_STATUS_OK 0
+#define LPD_STATUS_QUEUED 1           /* the request waits in the FIFO queue for free KV blocks */
+#define LPD_STATUS_RUNNING 2          /* the request is being generated */
+#define LPD_STATUS_INVALID_ARGUMENT (-1)
+#define LPD_STATUS_INVALID_LABEL (-2)
+#define LPD_STATUS_INVALID_SAMPLING (-3)
+#define LPD_STATUS_INVALID_SCHEDULE (-4)
+#define LPD_STATUS_BUNDLE_ERROR (-5)
+#define LPD_STATUS_REQUEST_TOO_LARGE (-6) /* needs more KV blocks than the whole pool: never fits */
+#define LPD_STATUS_UNKNOWN_REQUEST (-7)
+#define LPD_STATUS_BUFFER_TOO_SMALL (-8)
+#define LPD_STATUS_INTERNAL (-100)
+
+#define LPD_CFG_LINEAR 0
+#define LPD_CFG_CONSTANT 1
+
+/* Opaque engine handle: owns the weights, the KV pool and every request's state. */
+typedef struct lpd_engine lpd_engine;
+
+typedef struct lpd_engine_params {
+  int64_t kv_pool_bytes;  /* KV pool size in bytes (float32 K and V, all layers), or 0 */
+  int64_t kv_pool_blocks; /* ... or in blocks; both 0: room for 8 guided images */
+  int32_t block_size;     /* slots per KV block (16) */
+  int32_t num_threads;    /* CPU threads, 0 = all */
+  int32_t verify_hashes;  /* non-zero: check the sha256 of every bundle file (1) */
+} lpd_engine_params;
+
+typedef struct lpd_engine_info {
+  int64_t dim, depth, heads, vocab_size, num_classes, num_tokens, image_size;
+  int64_t num_blocks, block_size, free_blocks;
+  int64_t block_bytes; /* bytes of one KV block (K and V, all layers) */
+} lpd_engine_info;
+
+typedef struct lpd_request_params {
+  const int64_t* labels;       /* [num_labels] class ids, one image each (copied) */
+  size_t num_labels;
+  const int64_t* group_sizes;  /* [num_steps] positive, summing to num_tokens (copied) */
+  size_t num_steps;
+  const int64_t* orders;       /* [num_labels * num_tokens], or [num_tokens] shared by all images (copied) */
+  size_t num_order_entries;
+  double cfg;                  /* guidance scale, >= 0; 1 = no guidance (1) */
+  int32_t cfg_schedule;        /* LPD_CFG_LINEAR (default) or LPD_CFG_CONSTANT */
+  double temperature;          /* >= 0; 0 = greedy (1) */
+  int64_t top_k;               /* 0 = off (0) */
+  double top_p;                /* (0, 1], 1 = off (1) */
+  uint64_t seed;               /* image i uses the RNG stream (seed, i) (0) */
+  int32_t decode_pixels;       /* non-zero: VQ-decode to RGB when done (1) */
+} lpd_request_params;
+
+/* Defaults documented in the struct comments. */
+lpd_engine_params lpd_engine_default_params(void);
+lpd_request_params lpd_request_default_params(void);
+
+/* Opens a bundle directory. On success *out owns a new engine (free it with lpd_engine_free);
+ * on error *out is NULL. params may be NULL (defaults). */
+lpd_status lpd_engine_init(const char* bundle_dir, const lpd_engine_params* params, lpd_engine** out);
+
+/* Frees the engine and every request it holds. NULL is a no-op. */
+void lpd_engine_free(lpd_engine* engine);
+
+lpd_status lpd_engine_get_info(const lpd_engine* engine, lpd_engine_info* out);
+
+/* Validates and queues a request; *out_id receives its id. Returns LPD_STATUS_OK when the KV
+ * pool has room for it now, LPD_STATUS_QUEUED when it must wait for blocks (it will start as
+ * they free up, in FIFO order), or an error: LPD_STATUS_INVALID_LABEL / _SAMPLING / _SCHEDULE,
+ * LPD_STATUS_REQUEST_TOO_LARGE when the whole pool could never hold it. */
+lpd_status lpd_engine_submit(lpd_engine* engine, const lpd_request_params* request, int64_t* out_id);
+
+/* Admits queued requests that fit, then advances every running request by one step of its own
+ * schedule. *out_active (may be NULL) receives the number of requests still queued or running. */
+lpd_status lpd_engine_step(lpd_engine* engine, int64_t* out_active);
+
+/* LPD_STATUS_OK when request `id` is done, LPD_STATUS_QUEUED / LPD_STATUS_RUNNING otherwise,
+ * LPD_STATUS_UNKNOWN_REQUEST for an unknown or released id. */
+lpd_status lpd_engine_poll(const lpd_engine* engine, int64_t id);
+
+/* Steps the engine (advancing every request) until request `id` is done. */
+lpd_status lpd_engine_wait(lpd_engine* engine, int64_t id);
+
+/* Shape of a finished request's result: images, tokens per image, pixel height and width
+ * (0 when it was submitted with decode_pixels = 0). Any pointer may be NULL. */
+lpd_status lpd_engine_get_result_shape(const lpd_engine* engine, int64_t id, int64_t* num_images,
+                                       int64_t* num_tokens, int64_t* height, int64_t* width);
+
+/* Copies a finished request's tokens, int64 [num_images, num_tokens] in raster order, into the
+ * caller's buffer of `capacity` entries (LPD_STATUS_BUFFER_TOO_SMALL if it is too small). */
+lpd_status lpd_engine_get_tokens(const lpd_engine* engine, int64_t id, int64_t* out, size_t capacity);
+
+/* Copies a finished request's RGB pixels, uint8 [num_images, height, width, 3], into the
+ * caller's buffer of `capacity` bytes. */
+lpd_status lpd_engine_get_pixels(const lpd_engine* engine, int64_t id, uint8_t* out, size_t capacity);
+
+/* Forgets a finished or still-queued request (a running one cannot be released). */
+lpd_status lpd_engine_release(lpd_engine* engine, int64_t id);
+
+/* Locality-aware orders (lpd/schedule.h) for a grid x grid token grid: order j = first_index ..
+ * first_index + count - 1 of `seed`, written to out [count, grid * grid]. group_sizes
+ * [num_steps] must sum to grid * grid with group_sizes[0] == 1; repulsion 2.0 and proximity 1.0
+ * are the published settings at 256 px. Image i of a request is usually given order i. */
+lpd_status lpd_locality_orders(int64_t grid, const int64_t* group_sizes, size_t num_steps, uint64_t seed,
+                               double repulsion, double proximity, int64_t first_index, int64_t count,
+                               int64_t* out);
+
+/* The message of the last error on this thread ("" if none). Owned by the library, valid
+ * until the next lpd_* call on this thread. */
+const char* lpd_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LPD_ENGINE_H */

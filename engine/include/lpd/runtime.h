@@ -1,0 +1,125 @@
+// The request-level runtime: continuous batching of LPD generations over one paged KV pool.
+//
+//   lpd::Engine engine("bundle/", opts);
+//   int64_t id = engine.submit(spec);      // validated here; typed lpd::Error on bad input
+//   while (engine.step() > 0) {}           // every active request advances one of its own steps
+//   lpd::RequestResult r = engine.take(id);
+//
+// step() first admits queued requests in FIFO order while the pool has the blocks they need
+// (every sequence's N + 1 slots, reserved up front), then runs ONE ragged step over the rows of
+// every running request, whatever their step index, schedule, guidance and sampling settings,
+// samples each request's tokens with its own parameters and the shared Philox stream, and
+// finishes requests that ran their last step (blocks back to the pool, VQ decode if asked).
+// A request's tokens do not depend on what it is batched with (see lpd/kernels/gemm.h).
+// All public methods are serialised by an internal mutex.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "lpd/bundle.h"
+#include "lpd/kv_pool.h"
+#include "lpd/transformer.h"
+#include "lpd/vq_decoder.h"
+
+namespace lpd {
+
+enum class CfgSchedule : int { kLinear = 0, kConstant = 1 };
+
+struct SamplingSettings {
+  double cfg = 1.0;  // 1: no guidance (no unconditional sequence)
+  CfgSchedule cfg_schedule = CfgSchedule::kLinear;
+  double temperature = 1.0;
+  int64_t top_k = 0;   // 0: off
+  double top_p = 1.0;  // 1: off
+  uint64_t seed = 0;
+  bool guided() const { return cfg != 1.0; }
+};
+
+struct RequestSpec {
+  std::vector<int64_t> labels;       // [batch] class ids
+  std::vector<int64_t> group_sizes;  // [num_steps], positive, sum num_tokens
+  std::vector<int64_t> orders;       // [batch * num_tokens] (or [num_tokens], shared) permutations
+  SamplingSettings sampling;
+  bool decode_pixels = true;
+};
+
+enum class RequestState : int { kQueued = 0, kRunning = 1, kDone = 2 };
+
+struct RequestResult {
+  int64_t batch = 0, num_tokens = 0, height = 0, width = 0;
+  std::vector<int64_t> tokens;  // [batch, num_tokens] raster order
+  std::vector<uint8_t> pixels;  // [batch, height, width, 3] (empty unless decode_pixels)
+};
+
+struct EngineOptions {
+  int64_t kv_pool_bytes = 0;   // KV pool size in bytes (float32 K and V, all layers) ...
+  int64_t kv_pool_blocks = 0;  // ... or in blocks; when both are 0: room for 8 guided images
+  int64_t block_size = 16;     // slots per block
+  int num_threads = 0;         // CPU kernel threads; 0 = all
+  bool verify_hashes = true;   // check the manifest's sha256 of every bundle file
+};
+
+class Engine {
+ public:
+  Engine(const std::string& bundle_dir, const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const TransformerConfig& config() const { return weights_.config; }
+  int64_t image_size() const { return weights_.config.grid() * vq_.downsample(); }
+  int64_t num_blocks() const { return cache_->pool().num_blocks(); }
+  int64_t block_size() const { return cache_->block_size(); }
+  int64_t free_blocks() const;
+  // KV blocks a request of `batch` images needs (guided: two sequences per image).
+  int64_t blocks_for(int64_t batch, bool guided) const;
+
+  // Validates (Error kInvalidLabel / kInvalidSampling / kInvalidSchedule / kTooLarge) and queues.
+  int64_t submit(RequestSpec spec);
+  // One step of every running request (after FIFO admission). Returns the requests still queued
+  // or running afterwards.
+  int64_t step();
+  RequestState state(int64_t id) const;  // Error kUnknownRequest for an unknown or taken id
+  // The result of a finished request (Error kInvalidArgument if it is not done yet). The
+  // reference stays valid until release(id) / take(id) / the engine's destruction.
+  const RequestResult& result(int64_t id) const;
+  // Forgets a request: a finished one's result, or a queued one (removed from the queue).
+  // A running request cannot be released (Error kInvalidArgument).
+  void release(int64_t id);
+  // result() moved out, then release().
+  RequestResult take(int64_t id);
+  // VQ-decodes raster tokens [batch, num_tokens] to rgb [batch, image_size, image_size, 3].
+  // Independent of the request machinery (Error kInvalidArgument on an out-of-range token).
+  void decode(const int64_t* tokens, int64_t batch, uint8_t* rgb) const;
+  // submit + step until done + take.
+  RequestResult generate(RequestSpec spec);
+
+ private:
+  struct Request;
+  Engine(Bundle bundle, const EngineOptions& options);
+  void validate(const RequestSpec& spec) const;
+  bool try_admit(Request& r);
+  void plan_step();
+  void sample_step(const float* logits);
+  void finish(Request& r);
+
+  TransformerWeights weights_;
+  VqDecoder vq_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<StepDecoder> decoder_;
+  mutable std::mutex mutex_;
+  int64_t next_id_ = 1;
+  std::map<int64_t, std::unique_ptr<Request>> requests_;
+  std::deque<int64_t> queue_;
+  std::vector<int64_t> running_;
+  StepPlan plan_;
+  std::vector<float> logits_;
+};
+
+}  // namespace lpd

@@ -1,0 +1,164 @@
+// lpd_engine._C.Engine: the request runtime (lpd/runtime.h) for Python.
+//
+// Thin on purpose (STYLE.md habit 3): numpy <-> std::vector conversions, the GIL released
+// around step/generate, and lpd::Error kinds mapped to lpd_engine.errors classes. Defaults and
+// validation live in lpd::EngineOptions / lpd::Engine::submit; python/lpd_engine/backends/
+// native.py is the documented front end.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "lpd/errors.h"
+#include "lpd/runtime.h"
+
+namespace py = pybind11;
+
+namespace {
+
+void raise_typed(const char* name, const char* message) {
+  try {
+    py::set_error(py::module_::import("lpd_engine.errors").attr(name), message);
+  } catch (py::error_already_set&) {
+    py::set_error(PyExc_ValueError, message);
+  }
+}
+
+std::vector<int64_t> to_vector(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& a) {
+  return std::vector<int64_t>(a.data(), a.data() + a.size());
+}
+
+lpd::RequestSpec make_spec(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& labels,
+                           const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& group_sizes,
+                           const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& orders, double cfg,
+                           const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p,
+                           uint64_t seed, bool decode_pixels) {
+  lpd::RequestSpec spec;
+  spec.labels = to_vector(labels);
+  spec.group_sizes = to_vector(group_sizes);
+  spec.orders = to_vector(orders);
+  if (cfg_schedule == "linear") spec.sampling.cfg_schedule = lpd::CfgSchedule::kLinear;
+  else if (cfg_schedule == "constant") spec.sampling.cfg_schedule = lpd::CfgSchedule::kConstant;
+  else lpd::fail(lpd::ErrorKind::kInvalidSampling, "cfg_schedule must be 'linear' or 'constant', got '" + cfg_schedule + "'");
+  spec.sampling.cfg = cfg;
+  spec.sampling.temperature = temperature;
+  spec.sampling.top_k = top_k;
+  spec.sampling.top_p = top_p;
+  spec.sampling.seed = seed;
+  spec.decode_pixels = decode_pixels;
+  return spec;
+}
+
+py::tuple result_to_python(lpd::RequestResult r) {
+  py::array_t<int64_t> tokens({r.batch, r.num_tokens});
+  std::copy(r.tokens.begin(), r.tokens.end(), tokens.mutable_data());
+  py::object pixels = py::none();
+  if (!r.pixels.empty()) {
+    py::array_t<uint8_t> px({r.batch, r.height, r.width, static_cast<int64_t>(3)});
+    std::copy(r.pixels.begin(), r.pixels.end(), px.mutable_data());
+    pixels = px;
+  }
+  return py::make_tuple(tokens, pixels);
+}
+
+const char* state_name(lpd::RequestState s) {
+  switch (s) {
+    case lpd::RequestState::kQueued: return "queued";
+    case lpd::RequestState::kRunning: return "running";
+    case lpd::RequestState::kDone: return "done";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void bind_runtime(py::module_& m) {
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const lpd::Error& e) {
+      switch (e.kind) {
+        case lpd::ErrorKind::kInvalidLabel: raise_typed("InvalidLabelError", e.what()); break;
+        case lpd::ErrorKind::kInvalidSampling: raise_typed("InvalidSamplingError", e.what()); break;
+        case lpd::ErrorKind::kInvalidSchedule: raise_typed("InvalidScheduleError", e.what()); break;
+        case lpd::ErrorKind::kBundle: raise_typed("BundleError", e.what()); break;
+        case lpd::ErrorKind::kTooLarge:
+        case lpd::ErrorKind::kInvalidArgument: raise_typed("InvalidRequestError", e.what()); break;
+        case lpd::ErrorKind::kUnknownRequest: py::set_error(PyExc_KeyError, e.what()); break;
+        default: py::set_error(PyExc_RuntimeError, e.what()); break;
+      }
+    }
+  });
+
+  py::class_<lpd::Engine>(m, "Engine", "The C++ request runtime over one bundle (see lpd_engine.backends.native).")
+      .def(py::init([](const std::string& dir, int64_t kv_pool_bytes, int64_t kv_pool_blocks, int64_t block_size,
+                       int num_threads, bool verify_hashes) {
+             lpd::EngineOptions o;
+             o.kv_pool_bytes = kv_pool_bytes;
+             o.kv_pool_blocks = kv_pool_blocks;
+             o.block_size = block_size;
+             o.num_threads = num_threads;
+             o.verify_hashes = verify_hashes;
+             py::gil_scoped_release release;
+             return std::make_unique<lpd::Engine>(dir, o);
+           }),
+           py::arg("bundle_dir"), py::arg("kv_pool_bytes") = 0, py::arg("kv_pool_blocks") = 0,
+           py::arg("block_size") = 16, py::arg("num_threads") = 0, py::arg("verify_hashes") = true)
+      .def(
+          "submit",
+          [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels,
+             py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
+             py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, double cfg,
+             const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p, uint64_t seed,
+             bool decode_pixels) {
+            return e.submit(make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k, top_p, seed,
+                                      decode_pixels));
+          },
+          py::arg("labels"), py::arg("group_sizes"), py::arg("orders"), py::arg("cfg"), py::arg("cfg_schedule"),
+          py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"))
+      .def("step", &lpd::Engine::step, py::call_guard<py::gil_scoped_release>(),
+           "Admit what fits, advance every running request one step; returns requests still active.")
+      .def("state", [](const lpd::Engine& e, int64_t id) { return state_name(e.state(id)); })
+      .def("take", [](lpd::Engine& e, int64_t id) { return result_to_python(e.take(id)); })
+      .def("release", &lpd::Engine::release)
+      .def(
+          "generate",
+          [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels,
+             py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
+             py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, double cfg,
+             const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p, uint64_t seed,
+             bool decode_pixels) {
+            lpd::RequestSpec spec = make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k,
+                                              top_p, seed, decode_pixels);
+            lpd::RequestResult r;
+            {
+              py::gil_scoped_release release;
+              r = e.generate(std::move(spec));
+            }
+            return result_to_python(std::move(r));
+          },
+          py::arg("labels"), py::arg("group_sizes"), py::arg("orders"), py::arg("cfg"), py::arg("cfg_schedule"),
+          py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"))
+      .def("decode",
+           [](const lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> tokens) {
+             const int64_t n = e.config().num_tokens, side = e.image_size();
+             if (tokens.ndim() != 2 || tokens.shape(1) != n)
+               lpd::fail(lpd::ErrorKind::kInvalidArgument, "decode: tokens must be [batch, " + std::to_string(n) + "]");
+             const int64_t batch = tokens.shape(0);
+             py::array_t<uint8_t> out({batch, side, side, static_cast<int64_t>(3)});
+             const int64_t* src = tokens.data();
+             uint8_t* dst = out.mutable_data();
+             {
+               py::gil_scoped_release release;
+               e.decode(src, batch, dst);
+             }
+             return out;
+           })
+      .def("blocks_for", &lpd::Engine::blocks_for, py::arg("batch"), py::arg("guided"))
+      .def_property_readonly("num_blocks", &lpd::Engine::num_blocks)
+      .def_property_readonly("free_blocks", &lpd::Engine::free_blocks)
+      .def_property_readonly("block_size", &lpd::Engine::block_size)
+      .def_property_readonly("image_size", &lpd::Engine::image_size)
+      .def_property_readonly("num_tokens", [](const lpd::Engine& e) { return e.config().num_tokens; })
+      .def_property_readonly("vocab_size", [](const lpd::Engine& e) { return e.config().vocab_size; })
+      .def_property_readonly("num_classes", [](const lpd::Engine& e) { return e.config().num_classes; });
+}
