@@ -11,6 +11,8 @@
 
 namespace py = pybind11;
 
+void bind_runtime(py::module_& m);  // engine/python/bind_runtime.cpp
+
 namespace {
 
 // Raises lpd_engine.errors.<name>, or ValueError should that module not import.
@@ -40,6 +42,7 @@ py::array_t<int64_t> locality_orders(int64_t grid, std::vector<int64_t> group_si
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lpd-engine native module (see lpd_engine.schedule for the documented API)";
+  bind_runtime(m);
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
