@@ -20,7 +20,7 @@ Status paged_attention(const PagedAttentionParams& p) {
   const int64_t width = p.num_heads * p.head_dim;
   const int64_t hd = p.head_dim;
   const int64_t tasks = p.num_rows * p.num_heads;
-#pragma omp parallel
+#pragma omp parallel if (tasks * max_len * hd > 65536)
   {
     std::vector<float> scores(static_cast<size_t>(max_len));
     std::vector<float> acc(static_cast<size_t>(hd));

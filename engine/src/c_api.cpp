@@ -138,8 +138,9 @@ lpd_status lpd_engine_submit(lpd_engine* engine, const lpd_request_params* r, in
     spec.decode_pixels = r->decode_pixels != 0;
     lpd::Engine& e = *engine->engine;
     const int64_t need_blocks = e.blocks_for(static_cast<int64_t>(spec.labels.size()), spec.sampling.guided());
+    const int64_t ahead = e.queued_blocks();
     *out_id = e.submit(std::move(spec));
-    return e.free_blocks() >= need_blocks ? LPD_STATUS_OK : LPD_STATUS_QUEUED;
+    return e.free_blocks() - ahead >= need_blocks ? LPD_STATUS_OK : LPD_STATUS_QUEUED;
   });
 }
 

@@ -65,6 +65,16 @@ int64_t Engine::free_blocks() const {
   return cache_->pool().num_free();
 }
 
+int64_t Engine::queued_blocks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  int64_t total = 0;
+  for (int64_t id : queue_) {
+    const Request& r = *requests_.at(id);
+    total += blocks_for(r.batch, r.spec.sampling.guided());
+  }
+  return total;
+}
+
 int64_t Engine::blocks_for(int64_t batch, bool guided) const {
   return batch * (guided ? 2 : 1) * cache_->blocks_for_slots(weights_.config.num_tokens + 1);
 }
@@ -177,7 +187,7 @@ void Engine::sample_step(const float* logits) {
   }
   const int64_t num_jobs = static_cast<int64_t>(jobs.size());
   int failed = 0;
-#pragma omp parallel
+#pragma omp parallel if (num_jobs * vocab > 65536)
   {
     std::vector<float> guided(static_cast<size_t>(vocab));
     std::vector<double> uniforms(static_cast<size_t>((vocab + 3) / 4 * 4));

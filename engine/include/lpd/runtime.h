@@ -77,6 +77,8 @@ class Engine {
   int64_t num_blocks() const { return cache_->pool().num_blocks(); }
   int64_t block_size() const { return cache_->block_size(); }
   int64_t free_blocks() const;
+  // Blocks the queued (not yet admitted) requests will take, in FIFO order ahead of a new one.
+  int64_t queued_blocks() const;
   // KV blocks a request of `batch` images needs (guided: two sequences per image).
   int64_t blocks_for(int64_t batch, bool guided) const;
 
