@@ -83,7 +83,8 @@ def twin_order(grid, group_sizes, seed, j, repulsion, proximity=1.0):
                 missing -= 1
             for _ in range(missing):
                 t = np.array(taken)
-                d2 = ((rows[pool, None] - rows[None, t]) ** 2 + (cols[pool, None] - cols[None, t]) ** 2).min(axis=1)
+                d2 = (rows[pool, None] - rows[None, t]) ** 2 + (cols[pool, None] - cols[None, t]) ** 2
+                d2 = d2.min(axis=1)
                 d2[picked] = -1
                 i = int(np.argmax(d2))
                 taken.append(int(pool[i]))
@@ -121,6 +122,21 @@ def test_matches_numpy_twin_other_proximity(table, proximity):
     got = schedule.locality_orders(grid, sizes, 2, 99, repulsion=2.5, proximity=proximity)
     for j in range(2):
         np.testing.assert_array_equal(got[j], twin_order(grid, sizes, 99, j, 2.5, proximity)[0])
+
+
+def test_matches_numpy_twin_on_random_small_schedules():
+    """Odd grids (1 to 12), random tables, repulsion from 0 to inf, proximity from 0 to 10."""
+    rng = np.random.default_rng(2026)
+    for _ in range(40):
+        grid = int(rng.integers(1, 13))
+        n = grid * grid
+        cuts = np.sort(rng.choice(np.arange(2, n), size=int(rng.integers(0, n - 1)), replace=False)) if n > 2 else []
+        sizes = np.diff(np.concatenate([[0], [1] if n > 1 else [], cuts, [n]])).astype(int).tolist()
+        repulsion = float(rng.choice([0, 0.5, 1, 1.5, 3, 100, np.inf]))
+        proximity = float(rng.choice([0, 0.7, 1, 1.5, 3, 10]))
+        seed, j = int(rng.integers(0, 2**63)), int(rng.integers(0, 2**32))
+        got = schedule.locality_orders(grid, sizes, 1, seed, repulsion=repulsion, proximity=proximity, first_index=j)
+        np.testing.assert_array_equal(got[0], twin_order(grid, sizes, seed, j, repulsion, proximity)[0])
 
 
 def test_twin_comparisons_cover_every_branch():

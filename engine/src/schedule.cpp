@@ -44,7 +44,8 @@ class OrderBuilder {
   explicit OrderBuilder(const LocalityParams& p)
       : p_(p), grid_(p.grid), n_(p.grid * p.grid),
         reach_(p.repulsion >= static_cast<double>(p.grid) ? p.grid : static_cast<int64_t>(p.repulsion)),
-        orth_(n_), diag_(n_), selected_(n_), stamp_(n_), row_of_(n_), col_of_(n_), free_in_block_((n_ + 3) / 4) {
+        orth_(n_), diag_(n_), selected_(n_), stamp_(n_), row_of_(n_), col_of_(n_),
+        free_in_block_((n_ + 3) / 4) {
     for (int64_t c = 0; c < n_; ++c) {
       row_of_[c] = static_cast<int32_t>(c / grid_);
       col_of_[c] = static_cast<int32_t>(c % grid_);
@@ -70,8 +71,8 @@ class OrderBuilder {
     std::fill(diag_.begin(), diag_.end(), 0);
     std::fill(selected_.begin(), selected_.end(), 0);
     std::fill(stamp_.begin(), stamp_.end(), 0);
-    for (size_t block = 0; block < free_in_block_.size(); ++block)
-      free_in_block_[block] = static_cast<uint8_t>(std::min<int64_t>(4, n_ - 4 * static_cast<int64_t>(block)));
+    std::fill(free_in_block_.begin(), free_in_block_.end(), 4);
+    if (n_ % 4) free_in_block_.back() = static_cast<uint8_t>(n_ % 4);
     uint64_t first = std::numeric_limits<uint64_t>::max();
     for (int64_t block = 0; block * 4 < n_; ++block) {
       const auto w = philox4x32(p_.seed, static_cast<uint32_t>(block), 0, j_, kStreamSchedule);
@@ -237,7 +238,7 @@ void validate_group_sizes(const int64_t* group_sizes, size_t num_steps, int64_t 
     total += g;
   }
   if (total != num_tokens)
-    fail("group sizes sum to " + std::to_string(total) + ", expected num_tokens = " + std::to_string(num_tokens));
+    fail("group sizes sum to " + std::to_string(total) + ", expected " + std::to_string(num_tokens));
 }
 
 void validate_order(const int64_t* order, int64_t num_tokens) {

@@ -84,7 +84,8 @@ def locality_orders(grid: int, group_sizes, count: int, seed: int, repulsion: fl
     _check_int("grid", grid, low=1)
     sizes = validate_group_sizes(group_sizes, grid * grid)
     if sizes[0] != 1:
-        raise InvalidScheduleError(f"the locality order takes one cell at step 0: group_sizes[0] must be 1, got {sizes[0]}")
+        raise InvalidScheduleError(
+            f"the locality order takes one cell at step 0: group_sizes[0] must be 1, got {sizes[0]}")
     _check_int("count", count, low=0)
     _check_int("seed", seed, low=0, high=2**64)
     _check_int("first_index", first_index, low=0, high=2**32 - count + 1)
@@ -123,9 +124,8 @@ def random_orders(num_tokens: int, count: int, seed: int, first_index: int = 0) 
     _check_int("first_index", first_index, low=0, high=2**32 - count + 1)
     cells = np.arange(num_tokens, dtype=np.int64)
     index = np.arange(first_index, first_index + count, dtype=np.int64)[:, None]
-    words = philox4x32(seed, cells // 4, 0, index, STREAM_RANDOM_ORDER)  # [count, num_tokens, 4]
-    words = np.take_along_axis(words, np.broadcast_to((cells % 4)[None, :, None], words.shape[:2] + (1,)), axis=-1)
-    return np.argsort(words[..., 0], axis=1, kind="stable").astype(np.int64)
+    words = philox4x32(seed, cells // 4, 0, index, STREAM_RANDOM_ORDER)[:, cells, cells % 4]  # [count, num_tokens]
+    return np.argsort(words, axis=1, kind="stable").astype(np.int64)
 
 
 def validate_group_sizes(group_sizes, num_tokens: int) -> np.ndarray:
@@ -137,7 +137,7 @@ def validate_group_sizes(group_sizes, num_tokens: int) -> np.ndarray:
     if bad.size:
         raise InvalidScheduleError(f"group_sizes[{bad[0]}] = {sizes[bad[0]]} is not >= 1")
     if int(sizes.sum()) != num_tokens:
-        raise InvalidScheduleError(f"group sizes sum to {int(sizes.sum())}, expected num_tokens = {num_tokens}")
+        raise InvalidScheduleError(f"group sizes sum to {int(sizes.sum())}, expected {num_tokens}")
     return sizes
 
 
@@ -151,20 +151,21 @@ def validate_orders(orders, num_tokens: int, count: int) -> np.ndarray:
     if arr.ndim == 1:
         arr = np.broadcast_to(arr, (count, arr.shape[0]))
     if arr.ndim != 2 or arr.shape[1] != num_tokens:
-        raise InvalidScheduleError(f"orders must have shape [{num_tokens}] or [{count}, {num_tokens}], got {arr.shape}")
+        raise InvalidScheduleError(
+            f"orders must have shape [{num_tokens}] or [{count}, {num_tokens}], got {arr.shape}")
     if arr.shape[0] != count:
         raise InvalidScheduleError(f"got {arr.shape[0]} orders for {count} images")
     bad = np.flatnonzero(((arr < 0) | (arr >= num_tokens)).any(axis=1))
     if bad.size:
         i = int(bad[0])
-        raise InvalidScheduleError(
-            f"orders[{i}] holds {arr[i][(arr[i] < 0) | (arr[i] >= num_tokens)][0]}, not a cell in [0, {num_tokens})")
+        value = arr[i][(arr[i] < 0) | (arr[i] >= num_tokens)][0]
+        raise InvalidScheduleError(f"orders[{i}] holds {value}, not a cell in [0, {num_tokens})")
     ranked = np.sort(arr, axis=1)
     bad = np.flatnonzero((ranked != np.arange(num_tokens)).any(axis=1))
     if bad.size:
         i = int(bad[0])
         repeated = ranked[i][1:][ranked[i][1:] == ranked[i][:-1]][0]
-        raise InvalidScheduleError(f"orders[{i}] is not a permutation: cell {repeated} appears more than once")
+        raise InvalidScheduleError(f"orders[{i}] is not a permutation: cell {repeated} appears twice or more")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -226,7 +227,8 @@ def load_schedule(path) -> Schedule:
     metadata = {}
     for key, value in content.items():
         if key not in _METADATA or value.ndim != 0:
-            raise InvalidScheduleError(f"{os.fspath(path)} holds an unexpected entry {key!r} of shape {value.shape}")
+            raise InvalidScheduleError(
+                f"{os.fspath(path)} holds an unexpected entry {key!r} of shape {value.shape}")
         metadata[key] = _METADATA[key](value.item())
     grid = metadata.pop("grid", math.isqrt(num_tokens))
     if grid * grid != num_tokens:
