@@ -6,6 +6,7 @@ graph that belongs to other weights) with a BundleError that names the file.
 `make_bundle` is imported by the ONNX and backend tests too: one small model, built once per file.
 """
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -250,3 +251,19 @@ def test_make_backend_names(built):
     except ImportError:
         with pytest.raises(BackendUnavailableError, match="tensorrt"):
             b.make_backend("tensorrt")
+
+
+def test_shipped_demo_bundle_is_current():
+    """python/lpd_engine/data/demo_bundle holds lpd_engine.demo's model: rebuild it with
+    `python export/build_engine.py` when demo.py changes."""
+    from lpd_engine.demo import demo_checkpoints
+
+    b = bf.open_bundle(bf.DEMO_BUNDLE)
+    # A decoder-only VQ dict does not fix encoder_res_blocks; the config read off it says 2.
+    vq_config = dataclasses.replace(b.vq_config, encoder_res_blocks=DEMO_VQ.encoder_res_blocks)
+    assert (b.name, b.config, vq_config) == ("demo", DEMO_LPD, DEMO_VQ)
+    lpd_sd, vq_sd = demo_checkpoints()
+    expected = bf.to_bundle_tensors(lpd_sd, vq_sd, b.config, b.vq_config, b.dtype)
+    stored = load_file(b.path / bf.WEIGHTS)
+    assert stored.keys() == expected.keys()
+    assert all(torch.equal(stored[k], expected[k]) for k in expected)
