@@ -246,11 +246,20 @@ def test_make_backend_names(built):
     b = bf.open_bundle(built)
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         b.make_backend("cuda")
+
+
+def test_tensorrt_missing_is_a_typed_error_before_any_work(built, tmp_path):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        with pytest.raises(BackendUnavailableError, match="tensorrt"):
-            b.make_backend("tensorrt")
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        bf.open_bundle(built).make_backend("tensorrt")
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        build_engine.build_bundle(built / "no.pth", built / "no.pt", tmp_path / "b", tensorrt=True, progress=False)
+    assert not (tmp_path / "b.partial").exists()
 
 
 def test_shipped_demo_bundle_is_current():
