@@ -10,8 +10,6 @@ Per step k of group sizes g (c[0] = 0, c[1] = 1, c[k+2] = 1 + g[0] + ... + g[k])
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -36,21 +34,13 @@ class Backend(Protocol):
         """VQ-decode raster-order tokens int64 [B, N] to RGB uint8 [B, H, W, 3]."""
 
 
-@dataclass
-class Timings:
-    tokens_s: float = 0.0
-    decode_s: float = 0.0
-    step_s: list = field(default_factory=list)
-
-
 def slot_bounds(group_sizes: np.ndarray) -> np.ndarray:
     """c[0..S+1]: c[0] = 0, c[1] = 1, c[k+2] = 1 + sum(g[:k+1])."""
     return np.concatenate([[0, 1], 1 + np.cumsum(group_sizes)]).astype(np.int64)
 
 
 def generate_tokens(backend: Backend, config, labels: np.ndarray, group_sizes: np.ndarray,
-                    orders: np.ndarray, params: sampling.SamplingParams, progress=None,
-                    timings: Timings | None = None) -> np.ndarray:
+                    orders: np.ndarray, params: sampling.SamplingParams, progress=None) -> np.ndarray:
     """Generate tokens for validated inputs; returns int64 [B, N] in raster order.
 
     labels [B] class ids; group_sizes [S]; orders [B, N] permutations; progress: an optional
@@ -72,7 +62,6 @@ def generate_tokens(backend: Backend, config, labels: np.ndarray, group_sizes: n
 
     cache = backend.start(seqs)
     for k, g in enumerate(group_sizes):
-        t0 = time.perf_counter()
         if k == 0:
             context = cond_rows[:, None]
         else:
@@ -88,8 +77,6 @@ def generate_tokens(backend: Backend, config, labels: np.ndarray, group_sizes: n
             weights = sampling.guidance_weights(params, gen_indices, num_tokens)
             logits = sampling.apply_guidance(logits[:batch], logits[batch:], weights)
         generated[:, gen_indices] = sampling.sample(logits, params, image_indices, gen_indices)
-        if timings is not None:
-            timings.step_s.append(time.perf_counter() - t0)
         if progress is not None:
             progress()
 

@@ -50,18 +50,24 @@ class Generator:
     """Generates class-conditional images with one LPD model through one backend."""
 
     def __init__(self, bundle=None, backend: str = "auto"):
-        """Open an engine bundle; with no bundle, the embedded demo model (see lpd_engine.demo)."""
-        if bundle is not None:
-            raise NotImplementedError("engine bundles are not implemented yet")
-        from .demo import demo_checkpoints
+        """Open an engine bundle directory (default: the embedded demo bundle).
 
-        other = Generator.from_checkpoints(*demo_checkpoints(), backend="torch" if backend == "auto" else backend)
-        self.__dict__.update(other.__dict__)
+        backend: "native" (the C++ runtime), "onnxruntime", "tensorrt", "torch", or "auto":
+        native when the compiled runtime is present, else onnxruntime, else torch.
+        """
+        from .bundle import DEMO_BUNDLE, open_bundle
+
+        self.bundle = open_bundle(DEMO_BUNDLE if bundle is None else bundle)
+        self.config = self.bundle.config
+        self.image_size = self.bundle.image_size
+        self.default_cfg = dict(self.bundle.default_cfg)
+        self.backend = _make_backend(self.bundle, backend)
 
     @classmethod
     def _assemble(cls, backend, config, image_size: int, default_cfg: dict[int, float]) -> "Generator":
         gen = cls.__new__(cls)
         gen.backend, gen.config, gen.image_size, gen.default_cfg = backend, config, image_size, dict(default_cfg)
+        gen.bundle = None
         return gen
 
     @classmethod
@@ -100,16 +106,21 @@ class Generator:
                                 top_k=top_k, top_p=top_p, seed=seed)
         t0 = time.perf_counter()
         if orders is None:
-            orders = schedule.locality_orders(self.config.grid, group_sizes, len(labels), params.seed)
+            orders = self._default_orders(group_sizes, len(labels), params.seed)
         else:
             orders = schedule.validate_orders(orders, self.config.num_tokens, len(labels))
         t1 = time.perf_counter()
 
         show = sys.stderr.isatty() if progress is None else progress
-        timings = driver.Timings()
         with tqdm(total=len(group_sizes), desc="steps", disable=not show, leave=False) as bar:
-            tokens = driver.generate_tokens(self.backend, self.config, labels, group_sizes, orders,
-                                            params, progress=bar.update, timings=timings)
+            if hasattr(self.backend, "submit"):  # the native runtime runs its own loop
+                request = self.backend.submit(labels, group_sizes, orders, params, decode_pixels=False)
+                while self.backend.step():  # returns how many requests are still queued or running
+                    bar.update()
+                tokens = self.backend.take(request)[0]
+            else:
+                tokens = driver.generate_tokens(self.backend, self.config, labels, group_sizes, orders,
+                                                params, progress=bar.update)
         t2 = time.perf_counter()
         pixels = self.backend.decode(tokens)
         t3 = time.perf_counter()
@@ -117,6 +128,14 @@ class Generator:
                                 params=params,
                                 timings={"schedule_s": t1 - t0, "tokens_s": t2 - t1, "decode_s": t3 - t2,
                                          "total_s": t3 - t0})
+
+    def _default_orders(self, group_sizes: np.ndarray, batch: int, seed: int) -> np.ndarray:
+        """Image i's order: a bundle's precomputed order number pick(seed, i) when the bundle
+        holds these group sizes, else locality order i of `seed` made on the spot."""
+        precomputed = self.bundle.schedule(len(group_sizes)) if self.bundle is not None else None
+        if precomputed is not None and np.array_equal(precomputed.group_sizes, group_sizes):
+            return precomputed.orders[schedule.order_picks(seed, batch, len(precomputed.orders))]
+        return schedule.locality_orders(self.config.grid, group_sizes, batch, seed)
 
     def _check_labels(self, labels) -> np.ndarray:
         arr = np.asarray(labels)
@@ -140,3 +159,20 @@ class Generator:
         if steps is not None and steps != len(group_sizes):
             raise InvalidScheduleError(f"steps={steps} but group_sizes has {len(group_sizes)} entries")
         return group_sizes, len(group_sizes)
+
+
+def _make_backend(bundle, name: str):
+    from .errors import BackendUnavailableError
+
+    if name == "auto":
+        for candidate in ("native", "onnxruntime", "torch"):
+            try:
+                return _make_backend(bundle, candidate)
+            except BackendUnavailableError:
+                continue
+        raise BackendUnavailableError("no backend can run here: install onnxruntime or torch, or build lpd_engine._C")
+    if name == "native":
+        from .backends.native import NativeEngine
+
+        return NativeEngine(bundle.path)
+    return bundle.make_backend(name)

@@ -18,6 +18,8 @@ Streams (the last counter word says which):
     STREAM_SCHEDULE = 1 and STREAM_SCHEDULE_PICK = 2: the locality-order generator
         (lpd_engine.schedule), philox(seed, cell // 4, step, order_index, stream)[cell % 4].
     STREAM_RANDOM_ORDER = 3: uniformly random orders, philox(seed, cell // 4, 0, order_index, 3).
+    STREAM_ORDER_PICK = 4: which of a bundle's K precomputed orders image i uses:
+        philox(seed, i // 4, 0, 0, 4)[i % 4] mod K.
 
 Sampling uses these numbers as Gumbel noise: token = argmax over the kept vocabulary of
 float64(logits / T) - log(-log(u)); see lpd_engine.sampling.
@@ -29,6 +31,7 @@ STREAM_SAMPLING = 0
 STREAM_SCHEDULE = 1
 STREAM_SCHEDULE_PICK = 2
 STREAM_RANDOM_ORDER = 3
+STREAM_ORDER_PICK = 4
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)

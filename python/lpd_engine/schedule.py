@@ -18,7 +18,7 @@ from importlib import resources
 import numpy as np
 
 from .errors import BackendUnavailableError, InvalidScheduleError
-from .rng import STREAM_RANDOM_ORDER, philox4x32
+from .rng import STREAM_ORDER_PICK, STREAM_RANDOM_ORDER, philox4x32
 
 _RESOLUTION_KEY = {16: "256 resolution", 32: "512 resolution"}  # grid -> key in the data files
 _TRAINING_FILE = {16: "group_sizes_training_256.json", 32: "group_sizes_training_512.json"}
@@ -126,6 +126,16 @@ def random_orders(num_tokens: int, count: int, seed: int, first_index: int = 0) 
     index = np.arange(first_index, first_index + count, dtype=np.int64)[:, None]
     words = philox4x32(seed, cells // 4, 0, index, STREAM_RANDOM_ORDER)[:, cells, cells % 4]  # [count, num_tokens]
     return np.argsort(words, axis=1, kind="stable").astype(np.int64)
+
+
+def order_picks(seed: int, batch: int, count: int) -> np.ndarray:
+    """Which of `count` precomputed orders images 0..batch-1 of a request use: int64 [batch].
+
+    pick(i) = philox(seed, i // 4, 0, 0, STREAM_ORDER_PICK)[i % 4] mod count (docs/rng.md).
+    """
+    _check_int("count", count, low=1)
+    words = philox4x32(seed, np.arange(batch) // 4, 0, 0, STREAM_ORDER_PICK)
+    return (words[np.arange(batch), np.arange(batch) % 4].astype(np.int64)) % count
 
 
 def validate_group_sizes(group_sizes, num_tokens: int) -> np.ndarray:

@@ -16,6 +16,7 @@ enum RngStream : uint32_t {
   kStreamSchedule = 1,       // counter (cell / 4, step, order_index, 1)
   kStreamSchedulePick = 2,   // counter (cell / 4, step, order_index, 2)
   kStreamRandomOrder = 3,    // counter (cell / 4, 0, order_index, 3)
+  kStreamOrderPick = 4,      // counter (image / 4, 0, 0, 4): precomputed order = word % count
 };
 
 // Philox4x32-10: four 32-bit outputs for one (seed, counter).
