@@ -180,3 +180,27 @@ def test_bundle_orders_are_picked_per_image_by_seed():
     picks = schedule.order_picks(9, 3, len(precomputed.orders))
     assert np.array_equal(a.orders, precomputed.orders[picks])
     assert np.array_equal(b.orders[0], a.orders[0])  # image 0 of seed 9, whatever the batch
+
+
+def test_demo_generates_without_torch_or_onnx(tmp_path):
+    """The README's first command must not need torch: bundles, configs and the native backend
+    import none of it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_torch.py"
+    script.write_text(
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('torch', 'onnx', 'onnxruntime'):\n"
+        "        raise ImportError('blocked: ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "from lpd_engine import Generator\n"
+        "gen = Generator()\n"
+        "res = gen.run([1, 2], steps=8, seed=0, progress=False)\n"
+        "print(type(gen.backend).__name__, res.pixels.shape)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "NativeEngine"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BackendUnavailableError, BundleError, InvalidScheduleError
-from .reference.config import LPDConfig, VQConfig
+from .config import LPDConfig, VQConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

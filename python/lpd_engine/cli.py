@@ -23,11 +23,12 @@ def _generate(args) -> None:
 
     if (args.checkpoint is None) != (args.vq is None):
         raise SystemExit("error: --checkpoint and --vq go together")
+    if args.checkpoint and args.bundle:
+        raise SystemExit("error: give a bundle or checkpoints, not both")
     if args.checkpoint:
         gen = Generator.from_checkpoints(args.checkpoint, args.vq, backend=args.backend)
     else:
-        gen = Generator(backend=args.backend)
-        print("Using the embedded demo model (random weights: its images are noise).", file=sys.stderr)
+        gen = Generator(args.bundle, backend=args.backend)
     result = gen.run(args.labels, steps=args.steps, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     pixels = result.pixels
@@ -76,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint", help="official LPD checkpoint (.pth); default: the embedded demo model")
+    g.add_argument("--bundle", help="engine bundle directory (default: the embedded demo bundle)")
+    g.add_argument("--checkpoint", help="official LPD checkpoint (.pth), run on the torch reference")
     g.add_argument("--vq", help="LlamaGen VQ checkpoint (.pt), with --checkpoint")
-    g.add_argument("--backend", default="torch")
+    g.add_argument("--backend", default="auto", choices=["auto", "native", "onnxruntime", "tensorrt", "torch"],
+                   help="with a bundle (default auto: native, else onnxruntime, else torch)")
     g.add_argument("--out", default="grid.png", help="output grid PNG")
     g.add_argument("--each", action="store_true", help="also write one PNG per image beside the grid")
     g.set_defaults(func=_generate)

@@ -23,7 +23,7 @@ def published_cfg_for(model_name: str, image_size: int) -> dict[int, float]:
 
 def preset_name(config) -> str | None:
     """'lpd_l', 'lpd_xl' or 'lpd_xxl' when a transformer config has a published shape, else None."""
-    from .reference import LPDConfig
+    from .config import LPDConfig
 
     for name in ("lpd_l", "lpd_xl", "lpd_xxl"):
         for image_size in (256, 512):

@@ -73,8 +73,8 @@ class Generator:
     @classmethod
     def from_checkpoints(cls, lpd_checkpoint, vq_checkpoint, backend: str = "torch", heads: int | None = None):
         """Build from an official LPD checkpoint (path, {"model": sd} or sd) and a LlamaGen VQ one."""
-        if backend != "torch":
-            raise ValueError(f"from_checkpoints supports backend='torch'; build a bundle for {backend!r}")
+        if backend not in ("torch", "auto"):
+            raise ValueError(f"from_checkpoints runs on the torch reference; build a bundle for {backend!r}")
         from .backends.torch_backend import TorchBackend
         from .defaults import preset_name, published_cfg_for
         from .reference import build_lpd, build_vq, load_lpd_state_dict, load_vq_state_dict

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError
-from ..reference.config import LPDConfig
+from ..config import LPDConfig
 from ..sampling import SamplingParams
 
 

@@ -2,7 +2,7 @@
 official state-dict layouts, their configs, and the checkpoint loaders. Needs torch."""
 
 from .checkpoint import build_lpd, build_vq, load_lpd_state_dict, load_vq_state_dict
-from .config import LPDConfig, VQConfig
+from ..config import LPDConfig, VQConfig
 from .transformer import LPDTransformer, training_mask
 from .vq import VQModel, to_uint8
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .config import LPDConfig, VQConfig
+from ..config import LPDConfig, VQConfig
 from .transformer import LPDTransformer
 from .vq import CODEBOOK_USED_LEN, VQModel
 

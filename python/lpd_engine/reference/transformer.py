@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InvalidScheduleError
-from .config import LPDConfig
+from ..config import LPDConfig
 
 _LN_EPS = 1e-6
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from .config import VQConfig
+from ..config import VQConfig
 
 _GN_GROUPS, _GN_EPS = 32, 1e-6
 CODEBOOK_USED_LEN = 65536

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..errors import CheckpointError
+from .errors import CheckpointError
 
 _PRESET_SHAPES = {  # name: (dim, depth, heads), lpd-facts.md §1
     "lpd_l": (1024, 24, 16),
