@@ -91,8 +91,10 @@ void bind_runtime(py::module_& m) {
 
   py::class_<lpd::Engine>(m, "Engine", "The C++ request runtime over one bundle (see lpd_engine.backends.native).")
       .def(py::init([](const std::string& dir, int64_t kv_pool_bytes, int64_t kv_pool_blocks, int64_t block_size,
-                       int num_threads, bool verify_hashes) {
+                       int num_threads, bool verify_hashes, const std::string& device, bool cuda_graphs) {
              lpd::EngineOptions o;
+             o.device = device;
+             o.cuda_graphs = cuda_graphs;
              o.kv_pool_bytes = kv_pool_bytes;
              o.kv_pool_blocks = kv_pool_blocks;
              o.block_size = block_size;
@@ -102,7 +104,19 @@ void bind_runtime(py::module_& m) {
              return std::make_unique<lpd::Engine>(dir, o);
            }),
            py::arg("bundle_dir"), py::arg("kv_pool_bytes") = 0, py::arg("kv_pool_blocks") = 0,
-           py::arg("block_size") = 16, py::arg("num_threads") = 0, py::arg("verify_hashes") = true)
+           py::arg("block_size") = 16, py::arg("num_threads") = 0, py::arg("verify_hashes") = true,
+           py::arg("device") = "cpu", py::arg("cuda_graphs") = true)
+      .def_property_readonly("device", &lpd::Engine::device)
+      .def_static("cuda_available", &lpd::Engine::cuda_available)
+      .def("last_logits",
+           [](lpd::Engine& e) {
+             std::vector<float> l = e.last_logits();
+             const int64_t v = e.config().vocab_size;
+             py::array_t<float> out({static_cast<int64_t>(l.size()) / v, v});
+             std::copy(l.begin(), l.end(), out.mutable_data());
+             return out;
+           },
+           "The last step's logits [rows, vocab] (tests).")
       .def(
           "submit",
           [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels,
@@ -120,6 +134,33 @@ void bind_runtime(py::module_& m) {
       .def("state", [](const lpd::Engine& e, int64_t id) { return state_name(e.state(id)); })
       .def("take", [](lpd::Engine& e, int64_t id) { return result_to_python(e.take(id)); })
       .def("release", &lpd::Engine::release)
+      .def(
+          "submit_steps",
+          [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels, int64_t steps,
+             double cfg, const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p,
+             uint64_t seed, bool decode_pixels) {
+            const py::array_t<int64_t, py::array::c_style | py::array::forcecast> none(0);
+            lpd::RequestSpec spec =
+                make_spec(labels, none, none, cfg, cfg_schedule, temperature, top_k, top_p, seed, decode_pixels);
+            lpd::ImageSchedule s = e.schedules().for_steps(steps, seed, static_cast<int64_t>(spec.labels.size()));
+            spec.group_sizes = std::move(s.group_sizes);
+            spec.orders = std::move(s.orders);
+            return e.submit(std::move(spec));
+          },
+          py::arg("labels"), py::arg("steps"), py::arg("cfg"), py::arg("cfg_schedule"), py::arg("temperature"),
+          py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"))
+      .def(
+          "default_orders",
+          [](const lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
+             int64_t batch, uint64_t seed) {
+            const std::vector<int64_t> orders = e.schedules().default_orders(to_vector(group_sizes), seed, batch);
+            py::array_t<int64_t> out({batch, e.config().num_tokens});
+            std::copy(orders.begin(), orders.end(), out.mutable_data());
+            return out;
+          },
+          py::arg("group_sizes"), py::arg("batch"), py::arg("seed"))
+      .def("default_cfg", [](const lpd::Engine& e, int64_t steps) { return e.schedules().default_cfg(steps); })
+      .def_property_readonly("schedule_steps", [](const lpd::Engine& e) { return e.schedules().steps(); })
       .def(
           "generate",
           [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels,

@@ -12,6 +12,9 @@
 namespace py = pybind11;
 
 void bind_runtime(py::module_& m);  // engine/python/bind_runtime.cpp
+#ifdef LPD_WITH_CUDA
+void bind_cuda(py::module_& m);  // engine/python/bind_cuda.cpp
+#endif
 
 namespace {
 
@@ -43,6 +46,9 @@ py::array_t<int64_t> locality_orders(int64_t grid, std::vector<int64_t> group_si
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lpd-engine native module (see lpd_engine.schedule for the documented API)";
   bind_runtime(m);
+#ifdef LPD_WITH_CUDA
+  bind_cuda(m);
+#endif
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

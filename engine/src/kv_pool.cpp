@@ -38,12 +38,12 @@ size_t KvCache::bytes_for(int64_t num_layers, int64_t num_blocks, int64_t block_
   return 2 * static_cast<size_t>(num_layers) * num_blocks * block_size * width * sizeof(float);
 }
 
-KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width)
+KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width, bool storage)
     : block_size_(block_size),
       width_(width),
       layer_stride_(checked_stride(num_layers, num_blocks, block_size, width)),
-      k_(layer_stride_ * num_layers),
-      v_(layer_stride_ * num_layers),
+      k_(storage ? layer_stride_ * num_layers : 0),
+      v_(storage ? layer_stride_ * num_layers : 0),
       pool_(num_blocks) {}
 
 }  // namespace lpd

@@ -14,6 +14,13 @@
 #include "lpd/kernels/sampling.h"
 #include "lpd/rng.h"
 #include "lpd/schedule.h"
+#ifdef LPD_WITH_CUDA
+#include "lpd/cuda_decoder.h"
+#else
+namespace lpd {
+class CudaStepDecoder {};  // never constructed without the CUDA path
+}  // namespace lpd
+#endif
 
 namespace lpd {
 
@@ -39,13 +46,29 @@ static int64_t default_blocks(const TransformerConfig& c, int64_t block_size) {
 Engine::Engine(const std::string& bundle_dir, const EngineOptions& options)
     : Engine(open_bundle(bundle_dir, options.verify_hashes), options) {}
 
+bool Engine::cuda_available() {
+#ifdef LPD_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 Engine::Engine(Bundle bundle, const EngineOptions& options)
-    : weights_(TransformerWeights::load(bundle)), vq_(VqDecoder::load(bundle)) {
+    : weights_(TransformerWeights::load(bundle, options.device != "cuda")),
+      vq_(VqDecoder::load(bundle)),
+      device_(options.device) {
+  if (device_ != "cpu" && device_ != "cuda")
+    fail(ErrorKind::kInvalidArgument, "device must be \"cpu\" or \"cuda\", got \"" + device_ + "\"");
+  if (device_ == "cuda" && !cuda_available())
+    fail(ErrorKind::kInvalidArgument, "device \"cuda\": this build of lpd_engine has no CUDA path");
   if (options.block_size <= 0 || options.block_size > 4096)
     fail(ErrorKind::kInvalidArgument, "block_size must be in [1, 4096]");
   if (options.kv_pool_bytes < 0 || options.kv_pool_blocks < 0)
     fail(ErrorKind::kInvalidArgument, "KV pool size must be >= 0");
   if (options.num_threads > 0) kernels::set_num_threads(options.num_threads);
+  schedules_ = std::make_unique<BundleSchedules>(bundle.dir, bundle.manifest, weights_.config.num_tokens,
+                                                 options.verify_hashes);
   const TransformerConfig& c = weights_.config;
   const size_t block_bytes = KvCache::bytes_for(c.depth, 1, options.block_size, c.dim);
   int64_t blocks = options.kv_pool_blocks;
@@ -54,8 +77,21 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
   if (blocks <= 0)
     fail(ErrorKind::kInvalidArgument, "KV pool of " + std::to_string(options.kv_pool_bytes) +
                                           " bytes holds no block (one block is " + std::to_string(block_bytes) + ")");
-  cache_ = std::make_unique<KvCache>(c.depth, blocks, options.block_size, c.dim);
-  decoder_ = std::make_unique<StepDecoder>(weights_, *cache_);
+  cache_ = std::make_unique<KvCache>(c.depth, blocks, options.block_size, c.dim, device_ == "cpu");
+  if (device_ == "cpu") {
+    decoder_ = std::make_unique<StepDecoder>(weights_, *cache_);
+  } else {
+#ifdef LPD_WITH_CUDA
+    // Token arena: num_tokens ints per block id; an image's tokens live at its conditional
+    // sequence's first block (unique while the request runs).
+    gpu_ = std::make_unique<CudaStepDecoder>(bundle, c, blocks, options.block_size, blocks * c.num_tokens,
+                                             options.cuda_graphs);
+#endif
+  }
+}
+
+int64_t Engine::token_base(const Request& r, int64_t b) const {
+  return static_cast<int64_t>(r.block_tables[static_cast<size_t>(b)][0]) * weights_.config.num_tokens;
 }
 
 Engine::~Engine() = default;
@@ -159,6 +195,7 @@ void Engine::plan_step() {
         int64_t embed;
         if (!context) embed = c.mask_index();
         else if (slot == 0) embed = uncond ? c.uncond_index() : c.class_index(r.spec.labels[static_cast<size_t>(b)]);
+        else if (gpu_) embed = -(1 + token_base(r, b) + slot - 1);  // sampled on the device
         else embed = r.generated[static_cast<size_t>(b * n + slot - 1)];
         if (!context) plan_.logit_rows.push_back(plan_.num_rows());
         plan_.embed_ids.push_back(embed);
@@ -232,6 +269,10 @@ void Engine::sample_step(const float* logits) {
 
 void Engine::finish(Request& r) {
   const int64_t n = weights_.config.num_tokens;
+#ifdef LPD_WITH_CUDA
+  if (gpu_)
+    for (int64_t b = 0; b < r.batch; ++b) gpu_->tokens_to_host(token_base(r, b), n, r.generated.data() + b * n);
+#endif
   for (auto& table : r.block_tables) cache_->pool().release(table);
   r.block_tables.clear();
   RequestResult& out = r.result;
@@ -261,9 +302,13 @@ int64_t Engine::step() {
   }
   if (!running_.empty()) {
     plan_step();
-    logits_.resize(plan_.logit_rows.size() * static_cast<size_t>(weights_.config.vocab_size));
-    decoder_->run(plan_, logits_.data());
-    sample_step(logits_.data());
+    if (gpu_) {
+      gpu_step();
+    } else {
+      logits_.resize(plan_.logit_rows.size() * static_cast<size_t>(weights_.config.vocab_size));
+      decoder_->run(plan_, logits_.data());
+      sample_step(logits_.data());
+    }
     std::vector<int64_t> still;
     for (int64_t id : running_) {
       Request& r = *requests_[id];
@@ -273,6 +318,69 @@ int64_t Engine::step() {
     running_.swap(still);
   }
   return static_cast<int64_t>(running_.size() + queue_.size());
+}
+
+// One GPU step: sampling jobs for the device (guidance weight and divisor rounded as
+// sample_step rounds them), the step enqueued without waiting. Requests with top-p < 1 make the
+// step sample on the host instead (sample_step on downloaded logits, tokens written back).
+void Engine::gpu_step() {
+#ifdef LPD_WITH_CUDA
+  const int64_t n = weights_.config.num_tokens;
+  std::vector<kernels::cuda::SampleJob> jobs;
+  std::vector<const Request*> owners;
+  bool host_sampling = false;
+  for (int64_t id : running_) {
+    const Request& r = *requests_[id];
+    const SamplingSettings& s = r.spec.sampling;
+    if (s.top_p < 1.0 && !(s.temperature == 0.0 || s.top_k == 1)) host_sampling = true;
+    const int64_t g = r.c[r.step + 2] - r.c[r.step + 1];
+    for (int64_t b = 0; b < r.batch; ++b)
+      for (int64_t j = 0; j < g; ++j) {
+        const int64_t t = r.c[r.step + 1] - 1 + j;
+        const double w = s.cfg_schedule == CfgSchedule::kLinear
+                             ? 1.0 + (s.cfg - 1.0) * static_cast<double>(t) / static_cast<double>(n)
+                             : s.cfg;
+        kernels::cuda::SampleJob job{};
+        job.seed = s.seed;
+        job.cond_row = static_cast<int32_t>(r.logit_offset[static_cast<size_t>(b)] + j);
+        job.uncond_row = s.guided() ? static_cast<int32_t>(r.logit_offset[static_cast<size_t>(r.batch + b)] + j) : -1;
+        job.weight = static_cast<float>(w);
+        job.divisor = static_cast<float>(std::max(s.temperature, 1e-5));
+        job.gen_index = static_cast<int32_t>(t);
+        job.image = static_cast<int32_t>(b);
+        job.top_k = static_cast<int32_t>(s.top_k);
+        job.greedy = (s.temperature == 0.0 || s.top_k == 1) ? 1 : 0;
+        job.out_index = static_cast<int32_t>(token_base(r, b) + t);
+        jobs.push_back(job);
+        owners.push_back(&r);
+      }
+  }
+  if (!host_sampling) {
+    gpu_->run(plan_, jobs);
+    return;
+  }
+  gpu_->run(plan_, {});
+  gpu_->logits_to_host(logits_);
+  sample_step(logits_.data());
+  std::vector<int32_t> index, value;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    index.push_back(jobs[i].out_index);
+    value.push_back(static_cast<int32_t>(owners[i]->generated[static_cast<size_t>(jobs[i].image * n + jobs[i].gen_index)]));
+  }
+  gpu_->tokens_from_host(index, value);
+#endif
+}
+
+std::vector<float> Engine::last_logits() {
+  std::lock_guard<std::mutex> lock(mutex_);
+#ifdef LPD_WITH_CUDA
+  if (gpu_) {
+    std::vector<float> out;
+    gpu_->logits_to_host(out);
+    return out;
+  }
+#endif
+  return logits_;
 }
 
 RequestState Engine::state(int64_t id) const {

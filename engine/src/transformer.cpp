@@ -45,11 +45,12 @@ void Norm::load(const SafeTensors& st, const std::string& prefix, int64_t dim) {
   bias = st.to_float(prefix + ".bias", {dim});
 }
 
-TransformerWeights TransformerWeights::load(const Bundle& bundle) {
+TransformerWeights TransformerWeights::load(const Bundle& bundle, bool pack) {
   const SafeTensors& st = bundle.weights;
   TransformerWeights w;
   const TransformerConfig& c = w.config = bundle.lpd;
   const int64_t d = c.dim;
+  if (!pack) return w;
   w.table = st.to_float("embed.table", {c.table_rows(), d});
   const auto& pos_shape = st.info("embed.pos").shape;
   w.pos = st.to_float("embed.pos", pos_shape.size() == 3 ? std::vector<int64_t>{1, c.num_tokens + 1, d}

@@ -31,7 +31,8 @@ class BlockPool {
 
 class KvCache {
  public:
-  KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width);
+  // storage = false: blocks and tables only (the GPU decoder keeps the K/V itself).
+  KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width, bool storage = true);
   // Bytes of float32 K and V for num_blocks blocks of a model: 2 * layers * blocks * block_size * width * 4.
   static size_t bytes_for(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width);
 

@@ -24,6 +24,7 @@
 
 #include "lpd/bundle.h"
 #include "lpd/kv_pool.h"
+#include "lpd/schedule_file.h"
 #include "lpd/transformer.h"
 #include "lpd/vq_decoder.h"
 
@@ -63,7 +64,11 @@ struct EngineOptions {
   int64_t block_size = 16;     // slots per block
   int num_threads = 0;         // CPU kernel threads; 0 = all
   bool verify_hashes = true;   // check the manifest's sha256 of every bundle file
+  std::string device = "cpu";  // "cpu" (float32) or "cuda" (bf16 on the GPU; needs a CUDA build)
+  bool cuda_graphs = true;     // cuda: replay each step shape as a CUDA graph after its first run
 };
+
+class CudaStepDecoder;
 
 class Engine {
  public:
@@ -101,6 +106,15 @@ class Engine {
   void decode(const int64_t* tokens, int64_t batch, uint8_t* rgb) const;
   // submit + step until done + take.
   RequestResult generate(RequestSpec spec);
+  // The bundle's precomputed schedules and default guidance (lpd/schedule_file.h): a request by
+  // step count takes its group sizes and orders from here, exactly as lpd_engine.Generator does.
+  const BundleSchedules& schedules() const { return *schedules_; }
+  const std::string& device() const { return device_; }
+  // The last step's logits [logit rows, vocab] (float32; rows in plan order: per running
+  // request, conditional sequences then unconditional ones). For tests; waits on the GPU.
+  std::vector<float> last_logits();
+  // Whether this build has the CUDA path.
+  static bool cuda_available();
 
  private:
   struct Request;
@@ -110,11 +124,16 @@ class Engine {
   void plan_step();
   void sample_step(const float* logits);
   void finish(Request& r);
+  void gpu_step();
+  int64_t token_base(const Request& r, int64_t b) const;
 
   TransformerWeights weights_;
   VqDecoder vq_;
+  std::unique_ptr<BundleSchedules> schedules_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<StepDecoder> decoder_;
+  std::unique_ptr<CudaStepDecoder> gpu_;
+  std::string device_;
   mutable std::mutex mutex_;
   int64_t next_id_ = 1;
   std::map<int64_t, std::unique_ptr<Request>> requests_;

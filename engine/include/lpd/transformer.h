@@ -41,7 +41,8 @@ struct TransformerWeights {
   Norm final_norm;
   Linear head;  // no bias
 
-  static TransformerWeights load(const Bundle& bundle);
+  // pack = false reads the config only (the GPU decoder loads its own bf16 copy).
+  static TransformerWeights load(const Bundle& bundle, bool pack = true);
 };
 
 struct StepPlan {

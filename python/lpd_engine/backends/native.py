@@ -10,6 +10,7 @@ raise the lpd_engine.errors classes.
     pixels = eng.decode(tokens)                                    # uint8 [2, H, W, 3]
 
     rid = eng.submit(labels, group_sizes, orders, params)          # continuous batching
+    rid2 = eng.submit_steps(labels, 20, SamplingParams(cfg=eng.default_cfg(20)))  # by steps, as Generator
     while eng.step():
         ...
     tokens, pixels = eng.take(rid)
@@ -45,12 +46,15 @@ class NativeEngine:
     blocks of block_size slots; both 0 gives room for 8 guided images. A request needing more
     blocks than the whole pool is refused at submit (InvalidRequestError); one that needs more
     than are free waits in a FIFO queue. num_threads: CPU threads (0 = all).
+    device: "cpu" (float32) or "cuda" (bf16 weights, activations and KV cache on the GPU,
+    sampling on the device, CUDA graphs; needs a build with the CUDA path, see
+    NativeEngine.cuda_available()).
     """
 
     name = "native"
 
     def __init__(self, bundle_dir, kv_pool_bytes: int = 0, kv_pool_blocks: int = 0, block_size: int = 16,
-                 num_threads: int = 0, verify_hashes: bool = True):
+                 num_threads: int = 0, verify_hashes: bool = True, device: str = "cpu"):
         _C = _load_extension()
         bundle_dir = Path(bundle_dir)
         try:
@@ -59,8 +63,15 @@ class NativeEngine:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"{bundle_dir}: cannot read the bundle manifest ({e})") from None
         self._engine = _C.Engine(str(bundle_dir), kv_pool_bytes=kv_pool_bytes, kv_pool_blocks=kv_pool_blocks,
-                                 block_size=block_size, num_threads=num_threads, verify_hashes=verify_hashes)
+                                 block_size=block_size, num_threads=num_threads, verify_hashes=verify_hashes,
+                                 device=device)
+        self.device = device
         self.image_size = self._engine.image_size
+
+    @staticmethod
+    def cuda_available() -> bool:
+        """Whether the compiled extension has the CUDA path (a GPU may still be missing)."""
+        return bool(_load_extension().Engine.cuda_available())
 
     # -- request API ------------------------------------------------------------------------
 
@@ -73,6 +84,32 @@ class NativeEngine:
         return self._engine.submit(_ints(labels), _ints(group_sizes), _ints(orders).reshape(-1), float(params.cfg),
                                    params.cfg_schedule, float(params.temperature), int(params.top_k),
                                    float(params.top_p), int(params.seed), bool(decode_pixels))
+
+    def submit_steps(self, labels, steps: int, params: SamplingParams, decode_pixels: bool = True) -> int:
+        """Queue a request by step count; returns its id.
+
+        Group sizes and orders are chosen in C++ exactly as Generator.run(labels, steps=steps,
+        seed=params.seed) chooses them: the bundle's schedule for `steps`, image i taking its
+        precomputed order pick(seed, i). InvalidScheduleError when the bundle has no schedule for
+        `steps`. params.cfg is used as given; default_cfg(steps) is the bundle's default.
+        """
+        return self._engine.submit_steps(_ints(labels), int(steps), float(params.cfg), params.cfg_schedule,
+                                         float(params.temperature), int(params.top_k), float(params.top_p),
+                                         int(params.seed), bool(decode_pixels))
+
+    def default_orders(self, group_sizes, batch: int, seed: int) -> np.ndarray:
+        """Orders int64 [batch, N] for explicit group sizes, made in C++ as Generator._default_orders
+        makes them (the bundle's precomputed orders when it holds these group sizes, else locality orders)."""
+        return self._engine.default_orders(_ints(group_sizes), int(batch), int(seed))
+
+    def default_cfg(self, steps: int) -> float:
+        """The bundle manifest's guidance for `steps` steps, 1.0 where it publishes none."""
+        return self._engine.default_cfg(int(steps))
+
+    @property
+    def schedule_steps(self) -> list[int]:
+        """Step counts the bundle has precomputed schedules for (what submit_steps accepts)."""
+        return list(self._engine.schedule_steps)
 
     def step(self) -> int:
         """Admit queued requests that fit, advance every running one by one of its steps; returns

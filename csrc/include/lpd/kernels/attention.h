@@ -30,4 +30,31 @@ struct PagedAttentionParams {
 
 Status paged_attention(const PagedAttentionParams& p);
 
+namespace cuda {
+// Device position-query group attention, bf16 q/K/V, float32 scores, softmax and accumulation
+// (online softmax over 64-slot chunks). Rows are processed in tiles of consecutive rows of one
+// sequence (plan_attention_tiles) so that each K/V chunk is read once per tile, not per row.
+struct PagedAttentionParams {
+  const bf16* q;  // [num_rows, num_heads * head_dim], row stride q_stride
+  int64_t q_stride;
+  const bf16* k_cache;  // [num_blocks, block_size, num_heads, head_dim]
+  const bf16* v_cache;
+  const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
+  int64_t max_blocks_per_seq;
+  const int32_t* row_seq;      // [num_rows]
+  const int32_t* visible_len;  // [num_rows]
+  const int32_t* tiles;        // [num_tiles, 2]: first row, row count (<= kAttentionTileRows)
+  int64_t num_tiles, num_rows, num_heads, head_dim, block_size;
+  float scale;
+  bf16* out;  // [num_rows, num_heads * head_dim], row stride out_stride
+  int64_t out_stride;
+};
+constexpr int64_t kAttentionTileRows = 16;
+constexpr int64_t kAttentionMaxHeadDim = 256;
+// Host helper: splits runs of equal row_seq into tiles of at most kAttentionTileRows rows.
+// tiles receives 2 ints per tile; returns the tile count.
+int64_t plan_attention_tiles(const int32_t* row_seq, int64_t num_rows, int32_t* tiles);
+Status paged_attention(const PagedAttentionParams& p, Stream stream);
+}  // namespace cuda
+
 }  // namespace lpd::kernels

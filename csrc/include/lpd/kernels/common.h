@@ -6,12 +6,15 @@
 
 #include <cstdint>
 
+struct CUstream_st;  // cudaStream_t without the CUDA headers
+
 namespace lpd::kernels {
 
 enum class Status : int {
   kOk = 0,
   kInvalidArgument = -1,  // a null pointer, a non-positive size, an inconsistent shape
   kUnsupported = -2,      // a shape or option this implementation does not cover
+  kDeviceError = -3,      // a CUDA launch or library call failed (csrc/cuda only)
 };
 
 inline const char* status_string(Status s) {
@@ -19,6 +22,7 @@ inline const char* status_string(Status s) {
     case Status::kOk: return "ok";
     case Status::kInvalidArgument: return "invalid argument";
     case Status::kUnsupported: return "unsupported";
+    case Status::kDeviceError: return "device error";
   }
   return "unknown";
 }
@@ -27,5 +31,14 @@ inline const char* status_string(Status s) {
 // every output element is computed by one thread in a fixed order.
 void set_num_threads(int num_threads);
 int num_threads();
+
+// The CUDA launchers (csrc/cuda/, built when a CUDA compiler is found) sit in lpd::kernels::cuda
+// beside the CPU ones in each family header. They take device pointers and a stream, never
+// synchronise, and return kDeviceError when a launch fails. bf16 tensors travel as raw 16-bit
+// words here so that callers need no CUDA header.
+namespace cuda {
+using Stream = CUstream_st*;
+using bf16 = uint16_t;  // bit pattern of a bfloat16 (__nv_bfloat16 inside csrc/cuda)
+}  // namespace cuda
 
 }  // namespace lpd::kernels

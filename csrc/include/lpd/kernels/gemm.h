@@ -37,4 +37,28 @@ Status gemm_pack(const float* w, int64_t n, int64_t k, int64_t row_stride, int64
 Status gemm(const float* a, int64_t lda, const float* packed, const float* bias, float* c, int64_t ldc,
             int64_t m, int64_t n, int64_t k, Epilogue epilogue);
 
+namespace cuda {
+// bf16 GEMM through cuBLASLt with float32 accumulation: c[m, n] (+)= a[m, k] . w[n, k]^T + bias.
+// out_fp32 picks c's type (float32 or bf16); bias (may be null) has c's type and is added in
+// the epilogue; accumulate adds into c (beta = 1: the residual add, fused). A GemmContext owns
+// the cuBLASLt handle, a workspace and the cached descriptors/algorithms for each shape, so
+// the calls can be captured in CUDA graphs after a first, uncaptured call of each shape.
+struct GemmContext;
+GemmContext* gemm_context_create();
+void gemm_context_destroy(GemmContext* ctx);
+struct GemmArgs {
+  const bf16* a;  // [m, k], row stride lda
+  int64_t lda;
+  const bf16* w;  // [n, k], row stride ldw
+  int64_t ldw;
+  const void* bias;  // [n] of c's type, or null
+  void* c;           // [m, n], row stride ldc
+  int64_t ldc;
+  int64_t m, n, k;
+  bool out_fp32;
+  bool accumulate;
+};
+Status gemm(GemmContext* ctx, const GemmArgs& args, Stream stream);
+}  // namespace cuda
+
 }  // namespace lpd::kernels

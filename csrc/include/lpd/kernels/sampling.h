@@ -32,4 +32,28 @@ size_t sample_workspace_bytes(int64_t vocab);
 Status sample_row(const float* logits, int64_t vocab, const SampleParams& params, const double* uniforms,
                   void* workspace, int64_t* token);
 
+namespace cuda {
+// Guidance and sampling on the device, one thread block per sampled token, the RNG (Philox4x32-10,
+// docs/rng.md) drawn inside the kernel: no host synchronisation and no uniform buffers.
+// Same arithmetic as the CPU path: float32 guidance without FMA, float32 temperature division,
+// top-k by the k-th largest value (ties kept, exact radix select), first argmax for greedy,
+// Gumbel-max with float64 scores. top-p needs a sorted prefix and is not done here
+// (the runtime samples such rows on the host).
+struct SampleJob {
+  uint64_t seed;
+  int32_t cond_row;    // row of logits
+  int32_t uncond_row;  // < 0: no guidance
+  float weight;        // guidance weight, float as the CPU path rounds it
+  float divisor;       // float(max(temperature, 1e-5))
+  int32_t gen_index;   // RNG counter word 1
+  int32_t image;       // RNG counter word 2
+  int32_t top_k;       // 0: off
+  int32_t greedy;      // 1: first argmax, no RNG
+  int32_t out_index;   // tokens[out_index] = the token
+  int32_t reserved;
+};
+Status sample_tokens(const float* logits, int64_t vocab, const SampleJob* jobs, int64_t num_jobs, int32_t* tokens,
+                     Stream stream);
+}  // namespace cuda
+
 }  // namespace lpd::kernels

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One device call: build the CUDA path, run tests/test_cuda.py, then the benchmark.
+# Usage (device tool): bash bench/run_device.sh   (writes logs and bench.json under $OUT)
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/env.txt"
+t0=$(date +%s)
+cmake -S . -B build/dev -G Ninja -DLPD_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release \
+  -DPython_EXECUTABLE="$(command -v python3)" > "$OUT/build.log" 2>&1 && cmake --build build/dev -j 16 >> "$OUT/build.log" 2>&1 \
+  || { tail -40 "$OUT/build.log"; exit 1; }
+grep "lpd:" "$OUT/build.log"; echo "build $(( $(date +%s) - t0 )) s"
+cp build/dev/_C*.so python/lpd_engine/
+export PYTHONPATH=$PWD/python:$PWD/tests:$PWD/export
+timeout 200 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | grep -v "^$" | tail -40
+timeout ${BENCH_TIMEOUT:-300} python3 bench/bench_cuda.py --out "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -25

@@ -1,0 +1,78 @@
+// lpd_engine._C.cuda_kernels: the raw CUDA launchers of csrc/cuda for tests/test_cuda.py and
+// bench/. Pointers are integers (torch's tensor.data_ptr()), work goes on the default stream,
+// and each call returns the launcher's status string ("ok" or why not). Built only with the
+// CUDA path; no logic here beyond argument conversion.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "lpd/kernels/attention.h"
+#include "lpd/kernels/embedding.h"
+#include "lpd/kernels/gemm.h"
+#include "lpd/kernels/kv_cache.h"
+#include "lpd/kernels/norm.h"
+#include "lpd/kernels/sampling.h"
+
+namespace py = pybind11;
+namespace kc = lpd::kernels::cuda;
+
+namespace {
+template <typename T>
+T* ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+const char* str(lpd::kernels::Status s) { return lpd::kernels::status_string(s); }
+}  // namespace
+
+void bind_cuda(py::module_& parent) {
+  py::module_ m = parent.def_submodule("cuda_kernels", "raw CUDA kernel launchers (tests, bench)");
+  m.def("layer_norm", [](uintptr_t x, int64_t ldx, uintptr_t row_index, uintptr_t g, uintptr_t b, float eps,
+                         uintptr_t out, int64_t ldo, int64_t rows, int64_t dim) {
+    return str(kc::layer_norm(ptr<const float>(x), ldx, ptr<const int32_t>(row_index), ptr<const float>(g),
+                              ptr<const float>(b), eps, ptr<kc::bf16>(out), ldo, rows, dim, nullptr));
+  });
+  m.def("gelu_erf", [](uintptr_t x, int64_t n) { return str(kc::gelu_erf(ptr<kc::bf16>(x), n, nullptr)); });
+  m.def("embed_rows", [](uintptr_t table, uintptr_t pos, uintptr_t g, uintptr_t b, float eps, uintptr_t ids,
+                         uintptr_t pos_ids, uintptr_t tokens, int64_t rows, int64_t dim, int64_t table_rows,
+                         int64_t pos_rows, uintptr_t out) {
+    kc::EmbedParams p{ptr<const kc::bf16>(table), ptr<const kc::bf16>(pos), ptr<const float>(g), ptr<const float>(b),
+                      eps, ptr<const int32_t>(ids), ptr<const int32_t>(pos_ids), ptr<const int32_t>(tokens),
+                      rows, dim, table_rows, pos_rows, ptr<float>(out)};
+    return str(kc::embed_rows(p, nullptr));
+  });
+  m.def("kv_cache_write", [](uintptr_t k, uintptr_t v, int64_t ld, uintptr_t slots, int64_t rows, int64_t width,
+                             uintptr_t kc_, uintptr_t vc_) {
+    return str(kc::kv_cache_write(ptr<const kc::bf16>(k), ptr<const kc::bf16>(v), ld, ptr<const int32_t>(slots), rows,
+                                  width, ptr<kc::bf16>(kc_), ptr<kc::bf16>(vc_), nullptr));
+  });
+  m.def("plan_attention_tiles", [](py::bytes row_seq_bytes) {
+    const std::string s = row_seq_bytes;
+    const int64_t rows = static_cast<int64_t>(s.size() / 4);
+    std::string tiles(static_cast<size_t>(8 * rows), '\0');
+    const int64_t n = kc::plan_attention_tiles(reinterpret_cast<const int32_t*>(s.data()), rows,
+                                               reinterpret_cast<int32_t*>(tiles.data()));
+    return py::bytes(tiles.data(), static_cast<size_t>(8 * n));
+  });
+  m.def("paged_attention", [](uintptr_t q, int64_t q_stride, uintptr_t k, uintptr_t v, uintptr_t tables,
+                              int64_t max_blocks, uintptr_t row_seq, uintptr_t vis, uintptr_t tiles, int64_t num_tiles,
+                              int64_t rows, int64_t heads, int64_t head_dim, int64_t block_size, float scale,
+                              uintptr_t out, int64_t out_stride) {
+    kc::PagedAttentionParams p{ptr<const kc::bf16>(q), q_stride, ptr<const kc::bf16>(k), ptr<const kc::bf16>(v),
+                               ptr<const int32_t>(tables), max_blocks, ptr<const int32_t>(row_seq),
+                               ptr<const int32_t>(vis), ptr<const int32_t>(tiles), num_tiles, rows, heads, head_dim,
+                               block_size, scale, ptr<kc::bf16>(out), out_stride};
+    return str(kc::paged_attention(p, nullptr));
+  });
+  m.def("gemm", [](uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc,
+                   int64_t rows, int64_t n, int64_t k, bool out_fp32, bool accumulate) {
+    static kc::GemmContext* ctx = kc::gemm_context_create();
+    return str(kc::gemm(ctx, {ptr<const kc::bf16>(a), lda, ptr<const kc::bf16>(w), ldw, ptr<const void>(bias),
+                              ptr<void>(c), ldc, rows, n, k, out_fp32, accumulate},
+                        nullptr));
+  });
+  m.def("sample_job_bytes", []() { return static_cast<int64_t>(sizeof(kc::SampleJob)); });
+  m.def("sample_tokens", [](uintptr_t logits, int64_t vocab, uintptr_t jobs, int64_t num_jobs, uintptr_t tokens) {
+    return str(kc::sample_tokens(ptr<const float>(logits), vocab, ptr<const kc::SampleJob>(jobs), num_jobs,
+                                 ptr<int32_t>(tokens), nullptr));
+  });
+}

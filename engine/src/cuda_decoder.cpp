@@ -1,0 +1,376 @@
+// GPU step decoder (lpd/cuda_decoder.h). Residual stream float32 [rows, dim]; LN outputs,
+// qkv, attention output and the MLP hidden state bf16; logits float32. Per layer:
+//   h = LN1(x) -> qkv = h Wqkv^T + b (bf16, bias in the GEMM epilogue) -> K/V to the paged
+//   cache -> attention -> x += attn Wproj^T + b (float32 C, beta = 1: the residual add is the
+//   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) -> x += m Wfc2^T + b.
+// Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
+// block per token. 7 launches per layer plus 5 per step; inside a CUDA graph.
+#include "lpd/cuda_decoder.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "lpd/errors.h"
+#include "lpd/kernels/attention.h"
+#include "lpd/kernels/embedding.h"
+#include "lpd/kernels/gemm.h"
+#include "lpd/kernels/kv_cache.h"
+#include "lpd/kernels/norm.h"
+
+namespace lpd {
+namespace {
+
+namespace kc = kernels::cuda;
+using kc::bf16;
+constexpr float kLnEps = 1e-6f;
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail(ErrorKind::kInternal, std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
+}
+void check(kernels::Status s, const char* what) {
+  if (s != kernels::Status::kOk)
+    fail(ErrorKind::kInternal, std::string(what) + " (CUDA) failed: " + kernels::status_string(s));
+}
+
+bf16 to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<bf16>(u >> 16);
+}
+
+template <typename T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  size_t count = 0;
+  void resize(size_t n) {
+    if (n <= count) return;
+    if (ptr) cudaFree(ptr);
+    ptr = nullptr;
+    cuda_check(cudaMalloc(&ptr, n * sizeof(T)), "cudaMalloc");
+    count = n;
+  }
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+};
+
+}  // namespace
+
+struct CudaStepDecoder::Impl {
+  TransformerConfig c;
+  int64_t block_size = 0, num_blocks = 0, arena = 0;
+  bool use_graphs = true;
+  cudaStream_t stream = nullptr;
+  kc::GemmContext* gemm = nullptr;
+  void* weights = nullptr;  // one allocation for everything below
+  size_t weights_used = 0, weights_cap = 0;
+  const bf16 *table, *pos, *head;
+  const float *embed_g, *embed_b, *final_g, *final_b;
+  struct Layer {
+    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b, *proj_b, *fc2_b;
+    const bf16 *qkv_w, *qkv_b, *proj_w, *fc1_w, *fc1_b, *fc2_w;
+  };
+  std::vector<Layer> layers;
+  DeviceBuffer<bf16> k_cache, v_cache;  // [depth][num_blocks * block_size][dim]
+  DeviceBuffer<int32_t> tokens;
+  // activations (capacity in rows)
+  int64_t cap_rows = 0, cap_logits = 0;
+  DeviceBuffer<float> x, logits;
+  DeviceBuffer<bf16> h, qkv, attn, mlp;
+  // plan: one device buffer, two pinned staging buffers
+  DeviceBuffer<char> plan_dev;
+  char* staging[2] = {nullptr, nullptr};
+  size_t staging_cap = 0;
+  cudaEvent_t staging_done[2] = {nullptr, nullptr};
+  int staging_next = 0;
+  int64_t last_logit_rows = 0;
+  using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+  std::map<Shape, cudaGraphExec_t> graphs;
+  std::map<Shape, int> seen;
+
+  template <typename T>
+  const T* upload(const std::vector<T>& host) {
+    const size_t bytes = host.size() * sizeof(T);
+    weights_used = (weights_used + 255) / 256 * 256;
+    if (weights_used + bytes > weights_cap) fail(ErrorKind::kInternal, "GPU weight arena overflow");
+    char* dst = static_cast<char*>(weights) + weights_used;
+    cuda_check(cudaMemcpy(dst, host.data(), bytes, cudaMemcpyHostToDevice), "weight upload");
+    weights_used += bytes;
+    return reinterpret_cast<const T*>(dst);
+  }
+  const bf16* upload_bf16(const std::vector<float>& f) {
+    std::vector<bf16> b(f.size());
+    for (size_t i = 0; i < f.size(); ++i) b[i] = to_bf16(f[i]);
+    return upload(b);
+  }
+  // bias rounded to bf16 (what a bf16 checkpoint holds), widened back for float32 epilogues
+  const float* upload_bf16_as_float(const std::vector<float>& f) {
+    std::vector<float> r(f.size());
+    for (size_t i = 0; i < f.size(); ++i) {
+      const uint32_t u = static_cast<uint32_t>(to_bf16(f[i])) << 16;
+      std::memcpy(&r[i], &u, 4);
+    }
+    return upload(r);
+  }
+
+  void destroy_graphs() {
+    for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
+    graphs.clear();
+  }
+
+  void ensure_rows(int64_t rows, int64_t logit_rows) {
+    if (rows <= cap_rows && logit_rows <= cap_logits) return;
+    destroy_graphs();  // buffers move: graphs hold the old pointers
+    cudaStreamSynchronize(stream);
+    cap_rows = std::max(cap_rows, std::max<int64_t>(rows, 64));
+    cap_logits = std::max(cap_logits, std::max<int64_t>(logit_rows, 16));
+    const int64_t d = c.dim;
+    x.resize(cap_rows * d);
+    h.resize(cap_rows * d);
+    attn.resize(cap_rows * d);
+    qkv.resize(cap_rows * 3 * d);
+    mlp.resize(cap_rows * c.mlp_hidden);
+    logits.resize(cap_logits * c.vocab_size);
+  }
+
+  struct Offsets {
+    size_t embed, pos, slots, seq, vis, logit_rows, tables, tiles, jobs, total;
+  };
+
+  void forward(const Offsets& o, int64_t rows, int64_t out_rows, int64_t num_tiles, int64_t num_jobs, int64_t max_blocks) {
+    const char* base = plan_dev.ptr;
+    auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(base + off); };
+    const int64_t d = c.dim, hd = c.head_dim();
+    kc::EmbedParams ep{table, pos, embed_g, embed_b, kLnEps, i32(o.embed), i32(o.pos), tokens.ptr, rows, d,
+                       c.table_rows(), c.num_tokens + 1, x.ptr};
+    check(kc::embed_rows(ep, stream), "embed_rows");
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    const size_t layer_slots = static_cast<size_t>(num_blocks * block_size * d);
+    for (int64_t i = 0; i < c.depth; ++i) {
+      const Layer& l = layers[static_cast<size_t>(i)];
+      bf16* kl = k_cache.ptr + i * layer_slots;
+      bf16* vl = v_cache.ptr + i * layer_slots;
+      check(kc::layer_norm(x.ptr, d, nullptr, l.ln1_g, l.ln1_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
+      check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, false, false}, stream),
+            "gemm qkv");
+      check(kc::kv_cache_write(qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), rows, d, kl, vl, stream),
+            "kv_cache_write");
+      kc::PagedAttentionParams ap{qkv.ptr, 3 * d, kl, vl, i32(o.tables), max_blocks, i32(o.seq), i32(o.vis),
+                                  i32(o.tiles), num_tiles, rows, c.heads, hd, block_size, scale, attn.ptr, d};
+      check(kc::paged_attention(ap, stream), "paged_attention");
+      check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
+            "gemm proj");
+      check(kc::layer_norm(x.ptr, d, nullptr, l.ln2_g, l.ln2_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
+      check(kc::gemm(gemm, {h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, c.mlp_hidden, rows, c.mlp_hidden, d, false,
+                            false},
+                     stream),
+            "gemm fc1");
+      check(kc::gelu_erf(mlp.ptr, rows * c.mlp_hidden, stream), "gelu");
+      check(kc::gemm(gemm, {mlp.ptr, c.mlp_hidden, l.fc2_w, c.mlp_hidden, l.fc2_b, x.ptr, d, rows, d, c.mlp_hidden,
+                            true, true},
+                     stream),
+            "gemm fc2");
+    }
+    check(kc::layer_norm(x.ptr, d, i32(o.logit_rows), final_g, final_b, kLnEps, h.ptr, d, out_rows, d, stream),
+          "final layer_norm");
+    check(kc::gemm(gemm, {h.ptr, d, head, d, nullptr, logits.ptr, c.vocab_size, out_rows, c.vocab_size, d, true,
+                          false},
+                   stream),
+          "gemm head");
+    if (num_jobs)
+      check(kc::sample_tokens(logits.ptr, c.vocab_size, reinterpret_cast<const kc::SampleJob*>(base + o.jobs),
+                              num_jobs, tokens.ptr, stream),
+            "sample_tokens");
+  }
+};
+
+CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& config, int64_t num_blocks,
+                                 int64_t block_size, int64_t token_arena, bool use_graphs)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.c = config;
+  m.num_blocks = num_blocks;
+  m.block_size = block_size;
+  m.arena = token_arena;
+  m.use_graphs = use_graphs;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+    fail(ErrorKind::kInvalidArgument, "device \"cuda\": no CUDA device is available");
+  if (config.head_dim() > kernels::cuda::kAttentionMaxHeadDim)
+    fail(ErrorKind::kInvalidArgument, "device \"cuda\": head_dim above 256 is not supported");
+  cuda_check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "stream");
+  m.gemm = kc::gemm_context_create();
+  if (!m.gemm) fail(ErrorKind::kInternal, "cuBLASLt initialisation failed");
+
+  const SafeTensors& st = bundle.weights;
+  const TransformerConfig& c = config;
+  const int64_t d = c.dim, hid = c.mlp_hidden;
+  const int64_t per_layer = 4 * d * 4 /*ln*/ + (3 * d * d + 3 * d) * 2 + (d * d) * 2 + d * 4 + (hid * d + hid) * 2 +
+                            (d * hid) * 2 + d * 4;
+  m.weights_cap = static_cast<size_t>(c.table_rows() * d * 2 + (c.num_tokens + 1) * d * 2 + 4 * d * 4 +
+                                      c.vocab_size * d * 2 + c.depth * per_layer) +
+                  static_cast<size_t>(32 + c.depth * 16) * 256;
+  cuda_check(cudaMalloc(&m.weights, m.weights_cap), "cudaMalloc weights");
+  m.table = m.upload_bf16(st.to_float("embed.table", {c.table_rows(), d}));
+  const auto& pos_shape = st.info("embed.pos").shape;
+  m.pos = m.upload_bf16(st.to_float("embed.pos", pos_shape.size() == 3 ? std::vector<int64_t>{1, c.num_tokens + 1, d}
+                                                                        : std::vector<int64_t>{c.num_tokens + 1, d}));
+  m.embed_g = m.upload(st.to_float("embed.norm.weight", {d}));
+  m.embed_b = m.upload(st.to_float("embed.norm.bias", {d}));
+  for (int64_t i = 0; i < c.depth; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    Impl::Layer l;
+    l.ln1_g = m.upload(st.to_float(p + "attn_norm.weight", {d}));
+    l.ln1_b = m.upload(st.to_float(p + "attn_norm.bias", {d}));
+    l.qkv_w = m.upload_bf16(st.to_float(p + "qkv.weight", {3 * d, d}));
+    l.qkv_b = m.upload_bf16(st.to_float(p + "qkv.bias", {3 * d}));
+    l.proj_w = m.upload_bf16(st.to_float(p + "proj.weight", {d, d}));
+    l.proj_b = m.upload_bf16_as_float(st.to_float(p + "proj.bias", {d}));
+    l.ln2_g = m.upload(st.to_float(p + "mlp_norm.weight", {d}));
+    l.ln2_b = m.upload(st.to_float(p + "mlp_norm.bias", {d}));
+    l.fc1_w = m.upload_bf16(st.to_float(p + "fc1.weight", {hid, d}));
+    l.fc1_b = m.upload_bf16(st.to_float(p + "fc1.bias", {hid}));
+    l.fc2_w = m.upload_bf16(st.to_float(p + "fc2.weight", {d, hid}));
+    l.fc2_b = m.upload_bf16_as_float(st.to_float(p + "fc2.bias", {d}));
+    m.layers.push_back(l);
+  }
+  m.final_g = m.upload(st.to_float("final_norm.weight", {d}));
+  m.final_b = m.upload(st.to_float("final_norm.bias", {d}));
+  m.head = m.upload_bf16(st.to_float("head.weight", {c.vocab_size, d}));
+  weight_bytes_ = static_cast<int64_t>(m.weights_used);
+
+  const size_t cache = static_cast<size_t>(c.depth * num_blocks * block_size * d);
+  m.k_cache.resize(cache);
+  m.v_cache.resize(cache);
+  m.tokens.resize(static_cast<size_t>(std::max<int64_t>(token_arena, 1)));
+  cuda_check(cudaMemset(m.tokens.ptr, 0, m.tokens.count * sizeof(int32_t)), "memset");
+  for (auto& e : m.staging_done) cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+}
+
+CudaStepDecoder::~CudaStepDecoder() {
+  if (!impl_) return;
+  Impl& m = *impl_;
+  if (m.stream) cudaStreamSynchronize(m.stream);
+  m.destroy_graphs();
+  for (auto& e : m.staging_done)
+    if (e) cudaEventDestroy(e);
+  for (auto& s : m.staging)
+    if (s) cudaFreeHost(s);
+  kc::gemm_context_destroy(m.gemm);
+  if (m.weights) cudaFree(m.weights);
+  if (m.stream) cudaStreamDestroy(m.stream);
+}
+
+void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>& jobs) {
+  Impl& m = *impl_;
+  const int64_t rows = plan.num_rows(), out_rows = static_cast<int64_t>(plan.logit_rows.size());
+  if (rows == 0) return;
+  m.ensure_rows(rows, out_rows);
+  std::vector<int32_t> tiles(static_cast<size_t>(2 * rows));
+  const int64_t num_tiles = kc::plan_attention_tiles(plan.row_seq.data(), rows, tiles.data());
+  const int64_t num_tables = static_cast<int64_t>(plan.block_tables.size()), num_jobs = static_cast<int64_t>(jobs.size());
+
+  Impl::Offsets o{};
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    const size_t here = at;
+    at = (at + bytes + 15) / 16 * 16;
+    return here;
+  };
+  o.embed = take(rows * 4);
+  o.pos = take(rows * 4);
+  o.slots = take(rows * 4);
+  o.seq = take(rows * 4);
+  o.vis = take(rows * 4);
+  o.logit_rows = take(out_rows * 4);
+  o.tables = take(num_tables * 4);
+  o.tiles = take(num_tiles * 8);
+  o.jobs = take(num_jobs * sizeof(kc::SampleJob));
+  o.total = at;
+
+  if (o.total > m.staging_cap) {
+    cuda_check(cudaStreamSynchronize(m.stream), "sync");
+    for (auto& s : m.staging)
+      if (s) cudaFreeHost(s);
+    m.staging_cap = o.total * 2;
+    for (auto& s : m.staging) cuda_check(cudaMallocHost(&s, m.staging_cap), "cudaMallocHost");
+  }
+  if (o.total > m.plan_dev.count) {
+    m.destroy_graphs();
+    cuda_check(cudaStreamSynchronize(m.stream), "sync");
+    m.plan_dev.count = 0;
+    if (m.plan_dev.ptr) cudaFree(m.plan_dev.ptr);
+    m.plan_dev.ptr = nullptr;
+    m.plan_dev.resize(std::max<size_t>(o.total * 2, 1 << 16));
+  }
+  const int buf = m.staging_next;
+  m.staging_next ^= 1;
+  cuda_check(cudaEventSynchronize(m.staging_done[buf]), "event sync");  // the copy two steps ago is done
+  char* s = m.staging[buf];
+  auto put64 = [&](size_t off, const std::vector<int64_t>& v) {
+    int32_t* d = reinterpret_cast<int32_t*>(s + off);
+    for (size_t i = 0; i < v.size(); ++i) d[i] = static_cast<int32_t>(v[i]);
+  };
+  put64(o.embed, plan.embed_ids);
+  put64(o.pos, plan.pos_ids);
+  put64(o.slots, plan.slot_mapping);
+  std::memcpy(s + o.seq, plan.row_seq.data(), rows * 4);
+  std::memcpy(s + o.vis, plan.visible_len.data(), rows * 4);
+  put64(o.logit_rows, plan.logit_rows);
+  std::memcpy(s + o.tables, plan.block_tables.data(), num_tables * 4);
+  std::memcpy(s + o.tiles, tiles.data(), num_tiles * 8);
+  if (num_jobs) std::memcpy(s + o.jobs, jobs.data(), num_jobs * sizeof(kc::SampleJob));
+  cuda_check(cudaMemcpyAsync(m.plan_dev.ptr, s, o.total, cudaMemcpyHostToDevice, m.stream), "plan upload");
+  cuda_check(cudaEventRecord(m.staging_done[buf], m.stream), "event record");
+
+  const Impl::Shape shape{rows, out_rows, num_tables, num_tiles, num_jobs, plan.max_blocks};
+  auto g = m.graphs.find(shape);
+  if (g != m.graphs.end()) {
+    cuda_check(cudaGraphLaunch(g->second, m.stream), "graph launch");
+  } else if (!m.use_graphs || m.seen[shape]++ == 0) {
+    m.forward(o, rows, out_rows, num_tiles, num_jobs, plan.max_blocks);  // eager: makes the cuBLASLt plans
+  } else {
+    cudaGraph_t graph;
+    cuda_check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+    m.forward(o, rows, out_rows, num_tiles, num_jobs, plan.max_blocks);
+    cuda_check(cudaStreamEndCapture(m.stream, &graph), "end capture");
+    cudaGraphExec_t exec;
+    cuda_check(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
+    cudaGraphDestroy(graph);
+    m.graphs[shape] = exec;
+    cuda_check(cudaGraphLaunch(exec, m.stream), "graph launch");
+  }
+  m.last_logit_rows = out_rows;
+}
+
+void CudaStepDecoder::synchronize() { cuda_check(cudaStreamSynchronize(impl_->stream), "sync"); }
+
+void CudaStepDecoder::logits_to_host(std::vector<float>& out) {
+  Impl& m = *impl_;
+  out.resize(static_cast<size_t>(m.last_logit_rows * m.c.vocab_size));
+  if (out.empty()) return;
+  cuda_check(cudaMemcpyAsync(out.data(), m.logits.ptr, out.size() * 4, cudaMemcpyDeviceToHost, m.stream), "logits");
+  synchronize();
+}
+
+void CudaStepDecoder::tokens_to_host(int64_t first, int64_t count, int64_t* out) {
+  Impl& m = *impl_;
+  std::vector<int32_t> t(static_cast<size_t>(count));
+  cuda_check(cudaMemcpyAsync(t.data(), m.tokens.ptr + first, count * 4, cudaMemcpyDeviceToHost, m.stream), "tokens");
+  synchronize();
+  for (int64_t i = 0; i < count; ++i) out[i] = t[static_cast<size_t>(i)];
+}
+
+void CudaStepDecoder::tokens_from_host(const std::vector<int32_t>& index, const std::vector<int32_t>& value) {
+  Impl& m = *impl_;
+  // Rare path (top-p rows): element-wise copies, stream-ordered, then wait so the host vectors can go.
+  for (size_t i = 0; i < index.size(); ++i)
+    cuda_check(cudaMemcpyAsync(m.tokens.ptr + index[i], &value[i], 4, cudaMemcpyHostToDevice, m.stream), "tokens");
+  synchronize();
+}
+
+}  // namespace lpd
