@@ -3,10 +3,12 @@
 //   lpd_generate_png BUNDLE_DIR OUT_PREFIX LABEL [LABEL ...] [--steps S] [--cfg W] [--seed N]
 //       -> OUT_PREFIX0.png, OUT_PREFIX1.png, ...
 //
-// Uses only the C API (lpd/engine.h). Group sizes: 1, then the other N - 1 tokens spread as
-// evenly as possible over S - 1 steps (the published tables live in the Python front end);
-// orders: the locality-aware order i of the seed for image i. The PNG writer below is the
-// smallest valid one: 8-bit RGB, filter 0, zlib "stored" blocks, CRC-32 and Adler-32 by hand.
+// Uses only the C API (lpd/engine.h), and chooses what the Python Generator chooses, so the
+// PNGs hold the pixels of Generator(bundle).run(labels, steps=S, seed=N): the bundle's schedule
+// for S steps (S defaults to 20; the bundle must have it), image i's precomputed order picked by
+// (seed, i), guidance from the manifest's default_cfg for S unless --cfg is given. The PNG
+// writer below is the smallest valid one: 8-bit RGB, filter 0, zlib "stored" blocks, CRC-32
+// and Adler-32 by hand.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -97,16 +99,22 @@ int main(int argc, char** argv) {
   if (argc < 4) return usage();
   const std::string bundle = argv[1], prefix = argv[2];
   std::vector<int64_t> labels;
-  int64_t steps = 8;
+  int64_t steps = 20;
   double cfg = 1.0;
+  bool cfg_given = false;  // else the bundle's default for `steps`
   uint64_t seed = 0;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--steps" || a == "--cfg" || a == "--seed") && i + 1 < argc) {
       const char* v = argv[++i];
-      if (a == "--steps") steps = std::atoll(v);
-      else if (a == "--cfg") cfg = std::atof(v);
-      else seed = std::strtoull(v, nullptr, 10);
+      if (a == "--steps") {
+        steps = std::atoll(v);
+      } else if (a == "--cfg") {
+        cfg = std::atof(v);
+        cfg_given = true;
+      } else {
+        seed = std::strtoull(v, nullptr, 10);
+      }
     } else if (!a.empty() && (std::isdigit(static_cast<unsigned char>(a[0])))) {
       labels.push_back(std::atoll(a.c_str()));
     } else {
@@ -121,38 +129,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", lpd_last_error());
     return 1;
   }
-  lpd_engine_info info;
-  lpd_engine_get_info(engine, &info);
-  const int64_t n = info.num_tokens;
-  int64_t grid = 1;
-  while (grid * grid < n) ++grid;
-  if (steps < 1) steps = 1;
-  if (steps > n) steps = n;
-  std::vector<int64_t> group_sizes(static_cast<size_t>(steps), 0);
-  group_sizes[0] = 1;
-  for (int64_t k = 1; k < steps; ++k) group_sizes[static_cast<size_t>(k)] = (n - 1) / (steps - 1) + (k <= (n - 1) % (steps - 1) ? 1 : 0);
-  if (steps == 1) group_sizes[0] = n;
-  const size_t batch = labels.size();
-  std::vector<int64_t> orders(batch * static_cast<size_t>(n));
-  if (lpd_locality_orders(grid, group_sizes.data(), group_sizes.size(), seed, 2.0, 1.0, 0, static_cast<int64_t>(batch),
-                          orders.data()) < 0) {
+  lpd_request_params req;
+  if (lpd_engine_request_defaults(engine, steps, &req) < 0) {
     std::fprintf(stderr, "error: %s\n", lpd_last_error());
     lpd_engine_free(engine);
     return 1;
   }
-  lpd_request_params req = lpd_request_default_params();
+  const size_t batch = labels.size();
   req.labels = labels.data();
   req.num_labels = batch;
-  req.group_sizes = group_sizes.data();
-  req.num_steps = group_sizes.size();
-  req.orders = orders.data();
-  req.num_order_entries = orders.size();
-  req.cfg = cfg;
+  if (cfg_given) req.cfg = cfg;
   req.seed = seed;
   int64_t id = 0;
   int64_t height = 0, width = 0;
   std::vector<uint8_t> pixels;
-  lpd_status st = lpd_engine_submit(engine, &req, &id);
+  lpd_status st = lpd_engine_submit_steps(engine, &req, steps, &id);
   if (st >= 0) st = lpd_engine_wait(engine, id);
   if (st >= 0) st = lpd_engine_get_result_shape(engine, id, nullptr, nullptr, &height, &width);
   if (st >= 0) {

@@ -2,6 +2,7 @@
 // every entry point is noexcept and records the message in a thread-local string.
 #include "lpd/engine.h"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -46,6 +47,36 @@ lpd_status guarded(F&& f) noexcept {
 lpd_status need(bool ok, const char* what) {
   if (!ok) lpd::fail(lpd::ErrorKind::kInvalidArgument, what);
   return LPD_STATUS_OK;
+}
+
+// The request's fields as a RequestSpec (arrays copied).
+lpd::RequestSpec spec_from(const lpd_request_params* r) {
+  need(r->num_labels == 0 || r->labels, "lpd_engine_submit: labels is NULL");
+  need(r->num_steps == 0 || r->group_sizes, "lpd_engine_submit: group_sizes is NULL");
+  need(r->num_order_entries == 0 || r->orders, "lpd_engine_submit: orders is NULL");
+  lpd::RequestSpec spec;
+  spec.labels.assign(r->labels, r->labels + r->num_labels);
+  spec.group_sizes.assign(r->group_sizes, r->group_sizes + r->num_steps);
+  spec.orders.assign(r->orders, r->orders + r->num_order_entries);
+  if (r->cfg_schedule != LPD_CFG_LINEAR && r->cfg_schedule != LPD_CFG_CONSTANT)
+    lpd::fail(lpd::ErrorKind::kInvalidSampling, "cfg_schedule must be LPD_CFG_LINEAR or LPD_CFG_CONSTANT");
+  spec.sampling.cfg = r->cfg;
+  spec.sampling.cfg_schedule = r->cfg_schedule == LPD_CFG_LINEAR ? lpd::CfgSchedule::kLinear
+                                                                 : lpd::CfgSchedule::kConstant;
+  spec.sampling.temperature = r->temperature;
+  spec.sampling.top_k = r->top_k;
+  spec.sampling.top_p = r->top_p;
+  spec.sampling.seed = r->seed;
+  spec.decode_pixels = r->decode_pixels != 0;
+  return spec;
+}
+
+// Queues the request: LPD_STATUS_OK when the pool has room for it now, else LPD_STATUS_QUEUED.
+lpd_status submit_spec(lpd::Engine& e, lpd::RequestSpec spec, int64_t* out_id) {
+  const int64_t need_blocks = e.blocks_for(static_cast<int64_t>(spec.labels.size()), spec.sampling.guided());
+  const int64_t ahead = e.queued_blocks();
+  *out_id = e.submit(std::move(spec));
+  return e.free_blocks() - ahead >= need_blocks ? LPD_STATUS_OK : LPD_STATUS_QUEUED;
 }
 
 }  // namespace
@@ -119,28 +150,42 @@ lpd_status lpd_engine_get_info(const lpd_engine* engine, lpd_engine_info* out) {
 lpd_status lpd_engine_submit(lpd_engine* engine, const lpd_request_params* r, int64_t* out_id) {
   return guarded([&] {
     need(engine && r && out_id, "lpd_engine_submit: NULL argument");
-    need(r->num_labels == 0 || r->labels, "lpd_engine_submit: labels is NULL");
-    need(r->num_steps == 0 || r->group_sizes, "lpd_engine_submit: group_sizes is NULL");
-    need(r->num_order_entries == 0 || r->orders, "lpd_engine_submit: orders is NULL");
-    lpd::RequestSpec spec;
-    spec.labels.assign(r->labels, r->labels + r->num_labels);
-    spec.group_sizes.assign(r->group_sizes, r->group_sizes + r->num_steps);
-    spec.orders.assign(r->orders, r->orders + r->num_order_entries);
-    if (r->cfg_schedule != LPD_CFG_LINEAR && r->cfg_schedule != LPD_CFG_CONSTANT)
-      lpd::fail(lpd::ErrorKind::kInvalidSampling, "cfg_schedule must be LPD_CFG_LINEAR or LPD_CFG_CONSTANT");
-    spec.sampling.cfg = r->cfg;
-    spec.sampling.cfg_schedule = r->cfg_schedule == LPD_CFG_LINEAR ? lpd::CfgSchedule::kLinear
-                                                                   : lpd::CfgSchedule::kConstant;
-    spec.sampling.temperature = r->temperature;
-    spec.sampling.top_k = r->top_k;
-    spec.sampling.top_p = r->top_p;
-    spec.sampling.seed = r->seed;
-    spec.decode_pixels = r->decode_pixels != 0;
-    lpd::Engine& e = *engine->engine;
-    const int64_t need_blocks = e.blocks_for(static_cast<int64_t>(spec.labels.size()), spec.sampling.guided());
-    const int64_t ahead = e.queued_blocks();
-    *out_id = e.submit(std::move(spec));
-    return e.free_blocks() - ahead >= need_blocks ? LPD_STATUS_OK : LPD_STATUS_QUEUED;
+    return submit_spec(*engine->engine, spec_from(r), out_id);
+  });
+}
+
+lpd_status lpd_engine_request_defaults(const lpd_engine* engine, int64_t steps, lpd_request_params* out) {
+  return guarded([&] {
+    need(engine && out, "lpd_engine_request_defaults: NULL argument");
+    if (steps < 1) lpd::fail(lpd::ErrorKind::kInvalidSchedule, "steps must be >= 1, got " + std::to_string(steps));
+    *out = lpd_request_default_params();
+    out->cfg = engine->engine->schedules().default_cfg(steps);
+    return LPD_STATUS_OK;
+  });
+}
+
+lpd_status lpd_engine_submit_steps(lpd_engine* engine, const lpd_request_params* r, int64_t steps, int64_t* out_id) {
+  return guarded([&] {
+    need(engine && r && out_id, "lpd_engine_submit_steps: NULL argument");
+    need(!r->group_sizes && !r->num_steps && !r->orders && !r->num_order_entries,
+         "lpd_engine_submit_steps: group_sizes and orders must be NULL / 0 (they come from the bundle's schedule)");
+    lpd::RequestSpec spec = spec_from(r);
+    lpd::ImageSchedule s = engine->engine->schedules().for_steps(steps, spec.sampling.seed,
+                                                                 static_cast<int64_t>(spec.labels.size()));
+    spec.group_sizes = std::move(s.group_sizes);
+    spec.orders = std::move(s.orders);
+    return submit_spec(*engine->engine, std::move(spec), out_id);
+  });
+}
+
+lpd_status lpd_engine_default_orders(const lpd_engine* engine, const int64_t* group_sizes, size_t num_steps,
+                                     uint64_t seed, size_t batch, int64_t* out) {
+  return guarded([&] {
+    need(engine && (group_sizes || !num_steps) && (out || !batch), "lpd_engine_default_orders: NULL argument");
+    const std::vector<int64_t> orders = engine->engine->schedules().default_orders(
+        std::vector<int64_t>(group_sizes, group_sizes + num_steps), seed, static_cast<int64_t>(batch));
+    std::copy(orders.begin(), orders.end(), out);
+    return LPD_STATUS_OK;
   });
 }
 

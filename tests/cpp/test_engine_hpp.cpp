@@ -1,6 +1,6 @@
 // The header-only RAII wrapper (lpd/engine.hpp): construction errors throw with the status,
-// a request round trip through it equals the same request through lpd::Engine, moves transfer
-// ownership. Usage: test_engine_hpp BUNDLE_DIR.
+// a request round trip through it equals the same request through lpd::Engine (explicit and by
+// step count), moves transfer ownership. Usage: test_engine_hpp BUNDLE_DIR.
 #include "lpd/engine.hpp"
 
 #include "lpd/runtime.h"
@@ -53,5 +53,27 @@ int main(int argc, char** argv) {
   spec.sampling.seed = 9;
   spec.decode_pixels = false;
   CHECK(lpd::Engine(argv[1], lpd::EngineOptions()).generate(spec).tokens == tokens);
+
+  // By step count (the tiny bundle's steps-4 schedule, default_cfg 2.5): the lpd::Engine
+  // request with the same group sizes and orders from lpd::Engine::schedules().
+  lpd_request_params by_steps = moved.request_defaults(4);
+  CHECK(by_steps.cfg == 2.5);
+  by_steps.labels = labels.data();
+  by_steps.num_labels = labels.size();
+  by_steps.seed = 9;
+  const int64_t steps_id = moved.submit_steps(by_steps, 4);
+  moved.wait(steps_id);
+  lpd::Engine direct(argv[1], lpd::EngineOptions());
+  const lpd::ImageSchedule plan = direct.schedules().for_steps(4, 9, 2);
+  spec.group_sizes = plan.group_sizes;
+  spec.orders = plan.orders;
+  spec.sampling.cfg = 2.5;
+  CHECK(direct.generate(spec).tokens == moved.tokens(steps_id));
+  try {
+    moved.submit_steps(by_steps, 5);
+    CHECK(false);
+  } catch (const lpd::api::Error& e) {
+    CHECK(e.status() == LPD_STATUS_INVALID_SCHEDULE);
+  }
   return finish("test_engine_hpp");
 }

@@ -3,11 +3,11 @@
  *   lpd_engine* engine = NULL;
  *   lpd_engine_params params = lpd_engine_default_params();
  *   if (lpd_engine_init("bundle/", &params, &engine) < 0) { puts(lpd_last_error()); return 1; }
- *   lpd_request_params req = lpd_request_default_params();
- *   req.labels = labels; req.num_labels = 2;  req.group_sizes = g; req.num_steps = 20;
- *   req.orders = orders; req.num_order_entries = 2 * 256;  req.cfg = 4.8; req.seed = 0;
+ *   lpd_request_params req;
+ *   lpd_engine_request_defaults(engine, 20, &req);  // cfg: the bundle's default for 20 steps
+ *   req.labels = labels; req.num_labels = 2;  req.seed = 0;
  *   int64_t id;
- *   lpd_engine_submit(engine, &req, &id);        // >= 0: accepted (LPD_STATUS_QUEUED: waits for KV blocks)
+ *   lpd_engine_submit_steps(engine, &req, 20, &id); // >= 0: accepted (LPD_STATUS_QUEUED: waits for KV blocks)
  *   lpd_engine_wait(engine, id);                 // steps the engine until this request is done
  *   lpd_engine_get_pixels(engine, id, rgb, size);
  *   lpd_engine_release(engine, id);
@@ -98,6 +98,28 @@ lpd_status lpd_engine_get_info(const lpd_engine* engine, lpd_engine_info* out);
  * they free up, in FIFO order), or an error: LPD_STATUS_INVALID_LABEL / _SAMPLING / _SCHEDULE,
  * LPD_STATUS_REQUEST_TOO_LARGE when the whole pool could never hold it. */
 lpd_status lpd_engine_submit(lpd_engine* engine, const lpd_request_params* request, int64_t* out_id);
+
+/* Default request parameters for a request of `steps` steps on this engine's bundle:
+ * lpd_request_default_params() with cfg = the manifest's default_cfg for `steps`, 1.0 where the
+ * bundle publishes none (what lpd_engine.Generator uses when cfg is left out). steps must be
+ * >= 1 (LPD_STATUS_INVALID_SCHEDULE); it need not have a precomputed schedule. */
+lpd_status lpd_engine_request_defaults(const lpd_engine* engine, int64_t steps, lpd_request_params* out);
+
+/* Submits a request by step count, choosing what lpd_engine.Generator.run(labels, steps=steps,
+ * seed=seed) chooses: group sizes = the bundle's schedule for `steps`, image i's order = that
+ * schedule's precomputed order pick(seed, i) (docs/rng.md, stream 4). request->group_sizes,
+ * num_steps, orders and num_order_entries must be NULL / 0. Returns as lpd_engine_submit, or
+ * LPD_STATUS_INVALID_SCHEDULE when the bundle has no schedule for `steps` (the message lists
+ * those it has), LPD_STATUS_BUNDLE_ERROR when that schedule file is damaged (read on first use). */
+lpd_status lpd_engine_submit_steps(lpd_engine* engine, const lpd_request_params* request, int64_t steps,
+                                   int64_t* out_id);
+
+/* Default orders for explicit group sizes, written to out [batch, num_tokens] for
+ * lpd_engine_submit: the bundle's precomputed orders pick(seed, i) when its schedule for
+ * num_steps steps has exactly these group sizes, else locality orders 0 .. batch-1 of `seed`
+ * with the grid's default repulsion and proximity 1 (as lpd_engine.Generator makes them). */
+lpd_status lpd_engine_default_orders(const lpd_engine* engine, const int64_t* group_sizes, size_t num_steps,
+                                     uint64_t seed, size_t batch, int64_t* out);
 
 /* Admits queued requests that fit, then advances every running request by one step of its own
  * schedule. *out_active (may be NULL) receives the number of requests still queued or running. */

@@ -70,6 +70,20 @@ class Engine {
     if (queued) *queued = s == LPD_STATUS_QUEUED;
     return id;
   }
+  // A request by step count (lpd_engine_submit_steps): the bundle's schedule, as the Python
+  // Generator picks it; request's group sizes and orders must be empty.
+  int64_t submit_steps(const lpd_request_params& request, int64_t steps, bool* queued = nullptr) {
+    int64_t id = 0;
+    const lpd_status s = check(lpd_engine_submit_steps(handle_, &request, steps, &id));
+    if (queued) *queued = s == LPD_STATUS_QUEUED;
+    return id;
+  }
+  // Default parameters for `steps` steps, with the bundle's guidance (lpd_engine_request_defaults).
+  lpd_request_params request_defaults(int64_t steps) const {
+    lpd_request_params out = lpd_request_default_params();
+    check(lpd_engine_request_defaults(handle_, steps, &out));
+    return out;
+  }
   // Requests still queued or running after the step.
   int64_t step() {
     int64_t active = 0;
