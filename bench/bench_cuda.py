@@ -73,7 +73,7 @@ def bench_model(name: str, bundle: Path, batches, repeats: int, cfg: float) -> l
         labels = np.arange(batch) % 1000
 
         def tokens_only():
-            return engine.generate(labels, gs, orders.reshape(-1), cfg, "linear", 1.0, 0, 1.0, 0, False)["tokens"]
+            return engine.generate(labels, gs, orders.reshape(-1), cfg, "linear", 1.0, 0, 1.0, 0, False)[0]
 
         def decode(tokens):
             with torch.no_grad():

@@ -220,7 +220,7 @@ def _run(engine, labels, group_sizes, orders, cfg, temperature=0.0, top_k=0, top
         engine.step()
         if collect:
             steps.append(engine.last_logits())
-    return engine.take(rid)["tokens"], steps
+    return engine.take(rid)[0], steps
 
 
 @pytest.mark.parametrize("cfg", [1.0, 4.8])
