@@ -3,6 +3,7 @@
     python export/build_engine.py --checkpoint lpd_l_256.pth --vq vq_ds16_c2i.pt --out bundles/lpd_l_256 \
         --dtype bf16
     python export/build_engine.py          # the embedded demo bundle (lpd_engine.bundle.DEMO_BUNDLE)
+                                           # from examples/train_mnist/checkpoints
 
 Stages: read and check the checkpoints, write weights.safetensors, precompute locality orders
 for every published step count of the model's grid, export the ONNX graphs (pointing into the
@@ -28,17 +29,24 @@ from lpd_engine.errors import InvalidScheduleError, LpdError
 from lpd_engine.reference import build_lpd, build_vq, load_lpd_state_dict, load_vq_state_dict
 
 DEFAULT_OUT = bf.DEMO_BUNDLE
+# The embedded demo: the MNIST pair trained by examples/train_mnist/train.py, decoder-only VQ,
+# guidance 3.0 (the classifier accuracy of its generations levels off there: train_mnist/README.md).
+DEMO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "examples" / "train_mnist" / "checkpoints"
+DEMO_NAME, DEMO_CFG = "lpd_mnist", 3.0
 
 
 def build_bundle(lpd_ckpt, vq_ckpt, out_dir, dtype: str = "fp32", steps=None, orders: int = 1000, seed: int = 0,
                  heads: int | None = None, onnx: bool = True, tensorrt: bool = False, progress: bool = True,
-                 name: str | None = None) -> Path:
+                 name: str | None = None, cfg: float | None = None, vq_encoder: bool = True) -> Path:
     """Build a bundle into out_dir (replacing what is there) and return its path.
 
     lpd_ckpt, vq_ckpt: paths, {"model": state_dict} dicts or bare state dicts (official layouts).
     steps: step counts to precompute orders for (default: every published count for the grid;
     none for grids without published group sizes). orders: orders per step count. name: the
     model's name in the manifest (default: its preset name, lpd_l / lpd_xl / lpd_xxl, or "lpd").
+    cfg: the default guidance scale recorded for every precomputed step count, for models
+    without published settings (default: the published values, none for other models).
+    vq_encoder: keep the VQ encoder (False: decoder only, all that generation needs).
     progress: a progress bar over the stages and a summary at the end.
     """
     if dtype not in bf.DTYPES:
@@ -65,7 +73,10 @@ def build_bundle(lpd_ckpt, vq_ckpt, out_dir, dtype: str = "fp32", steps=None, or
 
     stage("checkpoints")
     model = build_lpd(load_lpd_state_dict(lpd_ckpt), heads=heads)
-    vq = build_vq(load_vq_state_dict(vq_ckpt))
+    vq_sd = load_vq_state_dict(vq_ckpt)
+    if not vq_encoder:
+        vq_sd = {k: v for k, v in vq_sd.items() if not k.startswith(("encoder.", "quant_conv."))}
+    vq = build_vq(vq_sd)
     config, vq_config = model.config, vq.config
     image_size = config.grid * vq_config.downsample
     preset = preset_name(config)
@@ -115,7 +126,8 @@ def build_bundle(lpd_ckpt, vq_ckpt, out_dir, dtype: str = "fp32", steps=None, or
         "dtype": dtype,
         "config": config.to_dict(),
         "vq_config": vq_config.to_dict(),
-        "default_cfg": {str(s): w for s, w in sorted(published_cfg_for(preset, image_size).items())} if preset else {},
+        "default_cfg": ({s: float(cfg) for s in schedules} if cfg is not None else
+                        {str(s): w for s, w in sorted(published_cfg_for(preset, image_size).items())} if preset else {}),
         "schedules": schedules,
         "graphs": graphs,
         "created_by": f"lpd-engine {__version__} export/build_engine.py",
@@ -180,7 +192,7 @@ def summary(out_dir: Path, seconds: dict[str, float]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", help="official LPD checkpoint (.pth); default: the embedded demo model")
+    p.add_argument("--checkpoint", help="official LPD checkpoint (.pth); default: the MNIST demo pair")
     p.add_argument("--vq", help="LlamaGen VQ tokenizer checkpoint (.pt)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle directory (default {DEFAULT_OUT})")
     p.add_argument("--dtype", choices=sorted(bf.DTYPES), default="fp32", help="stored weight dtype")
@@ -190,19 +202,23 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the precomputed orders")
     p.add_argument("--heads", type=int, help="attention heads (default: dim / 64)")
     p.add_argument("--name", help="model name in the manifest (default: lpd_l / lpd_xl / lpd_xxl by shape)")
+    p.add_argument("--cfg", type=float, help="default guidance scale for every step count (models without "
+                   "published settings)")
+    p.add_argument("--no-vq-encoder", dest="vq_encoder", action="store_false",
+                   help="leave the VQ encoder out (generation needs only the decoder)")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX graphs")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans (needs TensorRT)")
     args = p.parse_args(argv)
     if (args.checkpoint is None) != (args.vq is None):
         p.error("--checkpoint and --vq go together")
-    lpd_ckpt, vq_ckpt, heads, name = args.checkpoint, args.vq, args.heads, args.name
+    lpd_ckpt, vq_ckpt, name, cfg, vq_encoder = args.checkpoint, args.vq, args.name, args.cfg, args.vq_encoder
     if lpd_ckpt is None:
-        from lpd_engine.demo import DEMO_LPD, demo_checkpoints
-
-        (lpd_ckpt, vq_ckpt), heads, name = demo_checkpoints(), heads or DEMO_LPD.heads, name or "demo"
+        lpd_ckpt, vq_ckpt = DEMO_CHECKPOINTS / "lpd_mnist.pth", DEMO_CHECKPOINTS / "vq_mnist.pt"
+        name, cfg, vq_encoder = name or DEMO_NAME, DEMO_CFG if cfg is None else cfg, False
     try:
         build_bundle(lpd_ckpt, vq_ckpt, args.out, dtype=args.dtype, steps=args.steps, orders=args.orders,
-                     seed=args.seed, heads=heads, onnx=args.onnx, tensorrt=args.tensorrt, name=name)
+                     seed=args.seed, heads=args.heads, onnx=args.onnx, tensorrt=args.tensorrt, name=name,
+                     cfg=cfg, vq_encoder=vq_encoder)
     except LpdError as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -6,7 +6,6 @@ graph that belongs to other weights) with a BundleError that names the file.
 `make_bundle` is imported by the ONNX and backend tests too: one small model, built once per file.
 """
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -19,7 +18,6 @@ from safetensors.torch import load_file, save_file
 
 from factories import make_lpd_state_dict, make_vq_state_dict, tiny_lpd_config, tiny_vq_config
 from lpd_engine import bundle as bf, schedule
-from lpd_engine.demo import DEMO_LPD, DEMO_VQ
 from lpd_engine.errors import BackendUnavailableError, BundleError
 from lpd_engine.reference import LPDConfig, LPDTransformer, VQConfig, VQModel
 
@@ -62,7 +60,7 @@ def _rewrite_manifest(path: Path, change=lambda m: None) -> None:
 
 
 @pytest.mark.parametrize("lpd, vq", [(CONFIG, tiny_vq_config()), (tiny_lpd_config(36), tiny_vq_config(False)),
-                                     (DEMO_LPD, DEMO_VQ), (LPDConfig.preset("lpd_l"), VQConfig.llamagen_ds16())])
+                                     (LPDConfig.preset("lpd_l"), VQConfig.llamagen_ds16())])
 def test_layout_covers_the_reference_models(lpd, vq):
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for m in (LPDTransformer(lpd), VQModel(vq)) for k, v in m.state_dict().items()}
@@ -263,15 +261,17 @@ def test_tensorrt_missing_is_a_typed_error_before_any_work(built, tmp_path):
 
 
 def test_shipped_demo_bundle_is_current():
-    """python/lpd_engine/data/demo_bundle holds lpd_engine.demo's model: rebuild it with
-    `python export/build_engine.py` when demo.py changes."""
-    from lpd_engine.demo import demo_checkpoints
+    """python/lpd_engine/data/demo_bundle holds the MNIST pair of examples/train_mnist/checkpoints:
+    rebuild it with `python export/build_engine.py` when they change."""
+    from lpd_engine.reference import load_lpd_state_dict, load_vq_state_dict
 
     b = bf.open_bundle(bf.DEMO_BUNDLE)
-    # A decoder-only VQ dict does not fix encoder_res_blocks; the config read off it says 2.
-    vq_config = dataclasses.replace(b.vq_config, encoder_res_blocks=DEMO_VQ.encoder_res_blocks)
-    assert (b.name, b.config, vq_config) == ("demo", DEMO_LPD, DEMO_VQ)
-    lpd_sd, vq_sd = demo_checkpoints()
+    assert (b.name, b.dtype, b.vq_config.has_encoder) == (build_engine.DEMO_NAME, "fp32", False)
+    assert b.default_cfg == {s: build_engine.DEMO_CFG for s in b.schedule_steps}
+    assert b.schedule_steps == schedule.published_steps(16)
+    lpd_sd = load_lpd_state_dict(build_engine.DEMO_CHECKPOINTS / "lpd_mnist.pth")
+    vq_sd = load_vq_state_dict(build_engine.DEMO_CHECKPOINTS / "vq_mnist.pt")
+    vq_sd = {k: v for k, v in vq_sd.items() if not k.startswith(("encoder.", "quant_conv."))}
     expected = bf.to_bundle_tensors(lpd_sd, vq_sd, b.config, b.vq_config, b.dtype)
     stored = load_file(b.path / bf.WEIGHTS)
     assert stored.keys() == expected.keys()

@@ -84,7 +84,7 @@ def _run_steps(eng, labels, steps, params):
 ], ids=["8-default", "8-cfg2-topk", "20-default", "20-cfg2.5-topp"])
 def test_steps_match_generators(native_gen, torch_gen, engine, steps, cfg, extra):
     assert steps in engine.schedule_steps
-    assert engine.default_cfg(steps) == native_gen.default_cfg.get(steps, 1.0) == 1.0  # demo: none published
+    assert engine.default_cfg(steps) == native_gen.default_cfg[steps] == 3.0  # the demo bundle's manifest
     params = SamplingParams(cfg=engine.default_cfg(steps) if cfg is None else cfg, seed=SEED, **extra)
     tokens, pixels = _run_steps(engine, LABELS, steps, params)
 
@@ -178,7 +178,7 @@ def _example(tmp_path, bundle, labels, *args):
 @pytest.mark.skipif(not EXAMPLE.exists(), reason="build/cpp not built (tests/run.sh builds it)")
 def test_c_example_matches_python(native_gen, cfg_bundle, tmp_path):
     pixels = _example(tmp_path, DEMO_BUNDLE, [1, 7], "--steps", "8", "--seed", "5")
-    assert pixels.shape == (2, 64, 64, 3)
+    assert pixels.shape == (2, native_gen.image_size, native_gen.image_size, 3)
     np.testing.assert_array_equal(pixels, native_gen.run([1, 7], steps=8, seed=5, progress=False).pixels)
     pixels = _example(tmp_path, DEMO_BUNDLE, [4], "--steps", "12", "--cfg", "2.0", "--seed", "3")
     np.testing.assert_array_equal(pixels, native_gen.run([4], steps=12, cfg=2.0, seed=3, progress=False).pixels)
