@@ -185,3 +185,21 @@ def test_bad_bundles_raise_bundle_error(models, tmp_path):
         native.NativeEngine(bundle)
     with pytest.raises(errors.BundleError):
         native.NativeEngine(tmp_path / "missing")
+
+
+def test_first_image_continues_the_rng_streams_of_a_split_batch():
+    """A request for images 3.. of a batch with first_image=3 samples exactly those images."""
+    from lpd_engine.bundle import DEMO_BUNDLE
+
+    engine = native.NativeEngine(DEMO_BUNDLE)
+    labels = np.array([2, 5, 1, 7, 7, 0])
+    gs = schedule.published_group_sizes(16, 8)
+    orders = schedule.random_orders(256, len(labels), seed=2)
+    params = SamplingParams(cfg=2.0, top_k=40, seed=11)
+    whole = engine.generate(labels, gs, orders, params, decode_pixels=False)[0]
+    tail = engine.submit(labels[3:], gs, orders[3:], params, decode_pixels=False, first_image=3)
+    while engine.step():
+        pass
+    assert np.array_equal(engine.take(tail)[0], whole[3:])
+    head = engine.generate(labels[3:], gs, orders[3:], params, decode_pixels=False)[0]
+    assert not np.array_equal(head, whole[3:])  # without the offset they are other images

@@ -123,12 +123,15 @@ void bind_runtime(py::module_& m) {
              py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
              py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, double cfg,
              const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p, uint64_t seed,
-             bool decode_pixels) {
-            return e.submit(make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k, top_p, seed,
-                                      decode_pixels));
+             bool decode_pixels, uint32_t first_image) {
+            lpd::RequestSpec spec = make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k,
+                                              top_p, seed, decode_pixels);
+            spec.first_image = first_image;
+            return e.submit(std::move(spec));
           },
           py::arg("labels"), py::arg("group_sizes"), py::arg("orders"), py::arg("cfg"), py::arg("cfg_schedule"),
-          py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"))
+          py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"),
+          py::arg("first_image") = 0)
       .def("step", &lpd::Engine::step, py::call_guard<py::gil_scoped_release>(),
            "Admit what fits, advance every running request one step; returns requests still active.")
       .def("state", [](const lpd::Engine& e, int64_t id) { return state_name(e.state(id)); })

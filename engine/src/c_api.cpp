@@ -68,6 +68,7 @@ lpd::RequestSpec spec_from(const lpd_request_params* r) {
   spec.sampling.top_p = r->top_p;
   spec.sampling.seed = r->seed;
   spec.decode_pixels = r->decode_pixels != 0;
+  spec.first_image = r->first_image;
   return spec;
 }
 
@@ -171,7 +172,7 @@ lpd_status lpd_engine_submit_steps(lpd_engine* engine, const lpd_request_params*
          "lpd_engine_submit_steps: group_sizes and orders must be NULL / 0 (they come from the bundle's schedule)");
     lpd::RequestSpec spec = spec_from(r);
     lpd::ImageSchedule s = engine->engine->schedules().for_steps(steps, spec.sampling.seed,
-                                                                 static_cast<int64_t>(spec.labels.size()));
+                                                                 static_cast<int64_t>(spec.labels.size()), spec.first_image);
     spec.group_sizes = std::move(s.group_sizes);
     spec.orders = std::move(s.orders);
     return submit_spec(*engine->engine, std::move(spec), out_id);

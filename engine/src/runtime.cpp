@@ -129,6 +129,8 @@ void Engine::validate(const RequestSpec& spec) const {
     fail(ErrorKind::kInvalidSampling, "temperature must be a finite number >= 0");
   if (s.top_k < 0) fail(ErrorKind::kInvalidSampling, "top_k must be >= 0 (0 = off)");
   if (!(s.top_p > 0.0 && s.top_p <= 1.0)) fail(ErrorKind::kInvalidSampling, "top_p must be in (0, 1] (1 = off)");
+  if (static_cast<uint64_t>(spec.first_image) + spec.labels.size() > (uint64_t{1} << 32))
+    fail(ErrorKind::kInvalidArgument, "first_image + batch must not exceed 2^32");
   const int64_t n = c.num_tokens;
   try {
     if (spec.group_sizes.empty()) throw ScheduleError("group_sizes must not be empty (explicit group sizes required)");
@@ -251,7 +253,7 @@ void Engine::sample_step(const float* logits) {
       if (!greedy) {
         for (int64_t blk = 0; blk < (vocab + 3) / 4; ++blk) {
           const auto words = philox4x32(s.seed, static_cast<uint32_t>(blk), static_cast<uint32_t>(t),
-                                        static_cast<uint32_t>(job.b), kStreamSampling);
+                                        static_cast<uint32_t>(r.spec.first_image + job.b), kStreamSampling);
           for (int q = 0; q < 4; ++q) uniforms[static_cast<size_t>(4 * blk + q)] = to_uniform(words[q]);
         }
       }
@@ -347,7 +349,7 @@ void Engine::gpu_step() {
         job.weight = static_cast<float>(w);
         job.divisor = static_cast<float>(std::max(s.temperature, 1e-5));
         job.gen_index = static_cast<int32_t>(t);
-        job.image = static_cast<int32_t>(b);
+        job.image = static_cast<int32_t>(r.spec.first_image + b);
         job.top_k = static_cast<int32_t>(s.top_k);
         job.greedy = (s.temperature == 0.0 || s.top_k == 1) ? 1 : 0;
         job.out_index = static_cast<int32_t>(token_base(r, b) + t);
@@ -365,7 +367,8 @@ void Engine::gpu_step() {
   std::vector<int32_t> index, value;
   for (size_t i = 0; i < jobs.size(); ++i) {
     index.push_back(jobs[i].out_index);
-    value.push_back(static_cast<int32_t>(owners[i]->generated[static_cast<size_t>(jobs[i].image * n + jobs[i].gen_index)]));
+    const int64_t b = jobs[i].image - static_cast<int64_t>(owners[i]->spec.first_image);
+    value.push_back(static_cast<int32_t>(owners[i]->generated[static_cast<size_t>(b * n + jobs[i].gen_index)]));
   }
   gpu_->tokens_from_host(index, value);
 #endif

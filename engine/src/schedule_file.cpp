@@ -176,7 +176,7 @@ const ScheduleFile& BundleSchedules::get(int64_t steps) const {
   return *loaded_.emplace(steps, std::move(s)).first->second;
 }
 
-ImageSchedule BundleSchedules::for_steps(int64_t steps, uint64_t seed, int64_t batch) const {
+ImageSchedule BundleSchedules::for_steps(int64_t steps, uint64_t seed, int64_t batch, uint32_t first_image) const {
   if (steps < 1) fail(ErrorKind::kInvalidSchedule, "steps must be >= 1, got " + std::to_string(steps));
   if (batch < 0) fail(ErrorKind::kInvalidArgument, "batch must be >= 0");
   const ScheduleFile& s = get(steps);
@@ -184,14 +184,14 @@ ImageSchedule BundleSchedules::for_steps(int64_t steps, uint64_t seed, int64_t b
   out.group_sizes = s.group_sizes;
   out.orders.reserve(static_cast<size_t>(batch * num_tokens_));
   for (int64_t i = 0; i < batch; ++i) {
-    const int64_t* order = s.order(order_pick(seed, i, s.num_orders));
+    const int64_t* order = s.order(order_pick(seed, first_image + i, s.num_orders));
     out.orders.insert(out.orders.end(), order, order + num_tokens_);
   }
   return out;
 }
 
 std::vector<int64_t> BundleSchedules::default_orders(const std::vector<int64_t>& group_sizes, uint64_t seed,
-                                                     int64_t batch) const {
+                                                     int64_t batch, uint32_t first_image) const {
   if (batch < 0) fail(ErrorKind::kInvalidArgument, "batch must be >= 0");
   try {
     validate_group_sizes(group_sizes.data(), group_sizes.size(), num_tokens_);
@@ -199,11 +199,11 @@ std::vector<int64_t> BundleSchedules::default_orders(const std::vector<int64_t>&
     fail(ErrorKind::kInvalidSchedule, e.what());
   }
   const int64_t steps = static_cast<int64_t>(group_sizes.size());
-  if (has(steps) && get(steps).group_sizes == group_sizes) return for_steps(steps, seed, batch).orders;
+  if (has(steps) && get(steps).group_sizes == group_sizes) return for_steps(steps, seed, batch, first_image).orders;
   std::vector<int64_t> out(static_cast<size_t>(batch * num_tokens_));
   const LocalityParams params{grid_, group_sizes, seed, default_repulsion(grid_), 1.0};
   try {
-    locality_orders(params, 0, batch, out.data());
+    locality_orders(params, first_image, batch, out.data());
   } catch (const ScheduleError& e) {
     fail(ErrorKind::kInvalidSchedule, e.what());
   }

@@ -114,10 +114,7 @@ class Generator:
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=len(group_sizes), desc="steps", disable=not show, leave=False) as bar:
             if hasattr(self.backend, "submit"):  # the native runtime runs its own loop
-                request = self.backend.submit(labels, group_sizes, orders, params, decode_pixels=False)
-                while self.backend.step():  # returns how many requests are still queued or running
-                    bar.update()
-                tokens = self.backend.take(request)[0]
+                tokens = self._run_native(labels, group_sizes, orders, params, bar)
             else:
                 tokens = driver.generate_tokens(self.backend, self.config, labels, group_sizes, orders,
                                                 params, progress=bar.update)
@@ -128,6 +125,19 @@ class Generator:
                                 params=params,
                                 timings={"schedule_s": t1 - t0, "tokens_s": t2 - t1, "decode_s": t3 - t2,
                                          "total_s": t3 - t0})
+
+    def _run_native(self, labels, group_sizes, orders, params, bar) -> np.ndarray:
+        """The batch as requests that each fit the native KV pool (each keeps its images' RNG
+        indices), queued at once and run by continuous batching; tokens int64 [B, N]."""
+        engine = self.backend
+        per_request = max(1, engine.num_blocks // engine.blocks_for(1, params.guided))
+        starts = range(0, len(labels), per_request)
+        ids = [engine.submit(labels[i : i + per_request], group_sizes, orders[i : i + per_request], params,
+                             decode_pixels=False, first_image=i) for i in starts]
+        bar.total = len(group_sizes) * len(ids)
+        while engine.step():  # returns how many requests are still queued or running
+            bar.update()
+        return np.concatenate([engine.take(request)[0] for request in ids])
 
     def _default_orders(self, group_sizes: np.ndarray, batch: int, seed: int) -> np.ndarray:
         """Image i's order: a bundle's precomputed order number pick(seed, i) when the bundle

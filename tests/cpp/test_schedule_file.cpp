@@ -65,7 +65,7 @@ void test_demo_bundle(const std::string& dir) {
   const lpd::Json manifest = lpd::Json::parse(std::string(text.begin(), text.end()));
   const lpd::BundleSchedules b(dir, manifest, 256, true);
   CHECK((b.steps() == std::vector<int64_t>{8, 12, 16, 20, 24, 32, 64, 128, 256}));
-  CHECK(b.default_cfg(20) == 1.0);  // the demo model publishes no guidance
+  CHECK(b.default_cfg(20) == 3.0);  // the demo manifest records guidance 3.0 for every step count
   const lpd::ImageSchedule r = b.for_steps(20, 5, 6);
   CHECK(r.group_sizes == g20 && r.orders.size() == 6 * 256);
   // lpd_engine.schedule.order_picks(5, 6, 1000) and order_picks(2**64 - 1, 5, 7).
@@ -73,6 +73,11 @@ void test_demo_bundle(const std::string& dir) {
   for (int64_t i = 0; i < 6; ++i) {
     CHECK(lpd::order_pick(5, i, 1000) == picks[i]);
     CHECK(std::equal(s.order(picks[i]), s.order(picks[i]) + 256, r.orders.data() + i * 256));
+  }
+  // A request for images 2.. with first_image = 2 picks the orders of images 2.. of the batch.
+  const lpd::ImageSchedule tail = b.for_steps(20, 5, 4, 2);
+  for (int64_t i = 0; i < 4; ++i) {
+    CHECK(std::equal(s.order(picks[i + 2]), s.order(picks[i + 2]) + 256, tail.orders.data() + i * 256));
   }
   const int64_t picks_max[5] = {3, 1, 2, 2, 6};
   for (int64_t i = 0; i < 5; ++i) CHECK(lpd::order_pick(~uint64_t(0), i, 7) == picks_max[i]);

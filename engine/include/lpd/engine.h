@@ -78,6 +78,8 @@ typedef struct lpd_request_params {
   double top_p;                /* (0, 1], 1 = off (1) */
   uint64_t seed;               /* image i uses the RNG stream (seed, i) (0) */
   int32_t decode_pixels;       /* non-zero: VQ-decode to RGB when done (1) */
+  uint32_t first_image;        /* RNG image index of labels[0]: image i samples from (seed, first_image + i),
+                                  so a batch split into requests gives the images of the whole batch (0) */
 } lpd_request_params;
 
 /* Defaults documented in the struct comments. */

@@ -47,6 +47,9 @@ struct RequestSpec {
   std::vector<int64_t> group_sizes;  // [num_steps], positive, sum num_tokens
   std::vector<int64_t> orders;       // [batch * num_tokens] (or [num_tokens], shared) permutations
   SamplingSettings sampling;
+  // RNG image index of labels[0]: image b samples from the stream (seed, first_image + b), so a
+  // batch split into several requests gives the images the whole batch gives (docs/rng.md).
+  uint32_t first_image = 0;
   bool decode_pixels = true;
 };
 

@@ -81,11 +81,12 @@ class BundleSchedules {
   const ScheduleFile& get(int64_t steps) const;
 
   // Request by step count: the bundle's group sizes for `steps`, image i's precomputed order
-  // pick(seed, i).
-  ImageSchedule for_steps(int64_t steps, uint64_t seed, int64_t batch) const;
+  // pick(seed, first_image + i).
+  ImageSchedule for_steps(int64_t steps, uint64_t seed, int64_t batch, uint32_t first_image = 0) const;
   // Orders [batch, N] for explicit group sizes (validated: ScheduleError -> kInvalidSchedule),
-  // as lpd_engine.Generator._default_orders makes them.
-  std::vector<int64_t> default_orders(const std::vector<int64_t>& group_sizes, uint64_t seed, int64_t batch) const;
+  // as lpd_engine.Generator._default_orders makes them, for images first_image ...
+  std::vector<int64_t> default_orders(const std::vector<int64_t>& group_sizes, uint64_t seed, int64_t batch,
+                                      uint32_t first_image = 0) const;
 
  private:
   struct Entry {

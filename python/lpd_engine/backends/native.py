@@ -75,15 +75,18 @@ class NativeEngine:
 
     # -- request API ------------------------------------------------------------------------
 
-    def submit(self, labels, group_sizes, orders, params: SamplingParams, decode_pixels: bool = True) -> int:
+    def submit(self, labels, group_sizes, orders, params: SamplingParams, decode_pixels: bool = True,
+               first_image: int = 0) -> int:
         """Queue one request of len(labels) images; returns its id.
 
         group_sizes [S] (sum N); orders [N] shared or [B, N] permutations of raster positions.
-        Image i samples from the RNG stream (params.seed, i), as the Python driver does.
+        Image i samples from the RNG stream (params.seed, first_image + i), as image
+        first_image + i of the Python driver does: a batch split into several requests gives
+        the images the whole batch gives.
         """
         return self._engine.submit(_ints(labels), _ints(group_sizes), _ints(orders).reshape(-1), float(params.cfg),
                                    params.cfg_schedule, float(params.temperature), int(params.top_k),
-                                   float(params.top_p), int(params.seed), bool(decode_pixels))
+                                   float(params.top_p), int(params.seed), bool(decode_pixels), int(first_image))
 
     def submit_steps(self, labels, steps: int, params: SamplingParams, decode_pixels: bool = True) -> int:
         """Queue a request by step count; returns its id.
