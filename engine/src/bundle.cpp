@@ -3,23 +3,13 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
 
 #include "lpd/errors.h"
+#include "lpd/read_file.h"
 #include "lpd/sha256.h"
 
 namespace lpd {
 namespace {
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::kBundle, "cannot open " + path);
-  const std::streamsize size = f.tellg();
-  f.seekg(0);
-  std::vector<uint8_t> out(static_cast<size_t>(size));
-  if (size > 0 && !f.read(reinterpret_cast<char*>(out.data()), size)) fail(ErrorKind::kBundle, "cannot read " + path);
-  return out;
-}
 
 size_t dtype_size(const std::string& dtype) {
   if (dtype == "F32") return 4;

@@ -10,10 +10,10 @@
 
 #include <array>
 #include <cstring>
-#include <fstream>
 #include <limits>
 
 #include "lpd/errors.h"
+#include "lpd/read_file.h"
 
 namespace lpd {
 namespace {
@@ -379,12 +379,7 @@ std::map<std::string, NpyArray> parse_npz(const uint8_t* data, size_t size, cons
 }
 
 std::map<std::string, NpyArray> read_npz(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::kBundle, "cannot open " + path);
-  const std::streamsize size = f.tellg();
-  f.seekg(0);
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), size)) fail(ErrorKind::kBundle, "cannot read " + path);
+  const std::vector<uint8_t> bytes = read_file(path);
   return parse_npz(bytes.data(), bytes.size(), path);
 }
 

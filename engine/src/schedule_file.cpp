@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 
 #include "lpd/errors.h"
 #include "lpd/npz.h"
+#include "lpd/read_file.h"
 #include "lpd/rng.h"
 #include "lpd/schedule.h"
 #include "lpd/sha256.h"
@@ -31,16 +31,6 @@ int64_t steps_key(const std::string& key, const char* field) {
   if (!ok || std::stoll(key) < 1)
     fail(ErrorKind::kBundle, std::string("manifest: ") + field + " key '" + key + "' is not a step count");
   return std::stoll(key);
-}
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::kBundle, "cannot open " + path);
-  const std::streamsize size = f.tellg();
-  f.seekg(0);
-  std::vector<uint8_t> out(static_cast<size_t>(size));
-  if (size > 0 && !f.read(reinterpret_cast<char*>(out.data()), size)) fail(ErrorKind::kBundle, "cannot read " + path);
-  return out;
 }
 
 }  // namespace
@@ -89,7 +79,7 @@ ScheduleFile parse_schedule_file(const uint8_t* data, size_t size, const std::st
 }
 
 ScheduleFile read_schedule_file(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_bytes(path);
+  const std::vector<uint8_t> bytes = read_file(path);
   return parse_schedule_file(bytes.data(), bytes.size(), path);
 }
 
@@ -162,7 +152,7 @@ const ScheduleFile& BundleSchedules::get(int64_t steps) const {
   if (it != loaded_.end()) return *it->second;
   const Entry& e = entry->second;
   const std::string path = dir_ + "/" + e.file;
-  const std::vector<uint8_t> bytes = read_bytes(path);
+  const std::vector<uint8_t> bytes = read_file(path);
   if (e.size && static_cast<int64_t>(bytes.size()) != *e.size)
     bad(path, std::to_string(bytes.size()) + " bytes, the manifest says " + std::to_string(*e.size) +
                   " (truncated or replaced since the bundle was opened?)");
