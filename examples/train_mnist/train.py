@@ -432,9 +432,7 @@ def main(argv=None):
     evaluate.save_grid(rows, out / "samples.png")
     log(f"samples.png: row 1 held-out digits 0-9, row 2 their VQ reconstructions, then {per} rows each of "
         f"generations at cfg {args.grid_cfgs} (column = class)")
-    generator_row = package_generator_row(lpd_path, vq_path, args.seed, log)
-    if generator_row is not None:
-        evaluate.save_grid([generator_row], out / "generator_samples.png")
+    evaluate.save_grid([package_generator_row(lpd_path, vq_path, args.seed, log)], out / "generator_samples.png")
     t_eval = time.perf_counter() - t_eval
 
     summary = {"seed": args.seed, "torch": torch.__version__, "device": gpu, "commit": commit,
@@ -450,20 +448,16 @@ def main(argv=None):
     log("done")
 
 
-def package_generator_row(lpd_path: Path, vq_path: Path, seed: int, log):
-    """Digits 0-9 through lpd_engine.Generator (torch backend, CPU), random orders, cfg 3; None if it fails."""
-    try:
-        from lpd_engine import Generator
+def package_generator_row(lpd_path: Path, vq_path: Path, seed: int, log) -> np.ndarray:
+    """Digits 0-9 through lpd_engine.Generator (torch backend, CPU), random orders, cfg 3."""
+    from lpd_engine import Generator
 
-        gen = Generator.from_checkpoints(str(lpd_path), str(vq_path))
-        orders = schedule.random_orders(gen.config.num_tokens, NUM_CLASSES, seed)
-        result = gen.run(list(range(NUM_CLASSES)), steps=20, cfg=3.0, seed=seed, orders=orders, progress=False)
-        log(f"generator_samples.png: digits 0-9 via lpd_engine.Generator.from_checkpoints (torch backend, CPU, "
-            f"random orders, cfg 3) in {result.timings['total_s']:.2f} s")
-        return result.pixels.mean(axis=3).round().astype(np.uint8)[:, 2:30, 2:30]
-    except Exception as e:  # the package generator is under construction; the training results stand without it
-        log(f"lpd_engine.Generator path unavailable: {type(e).__name__}: {e}")
-        return None
+    gen = Generator.from_checkpoints(str(lpd_path), str(vq_path))
+    orders = schedule.random_orders(gen.config.num_tokens, NUM_CLASSES, seed)
+    result = gen.run(list(range(NUM_CLASSES)), steps=20, cfg=3.0, seed=seed, orders=orders, progress=False)
+    log(f"generator_samples.png: digits 0-9 via lpd_engine.Generator.from_checkpoints (torch backend, CPU, "
+        f"random orders, cfg 3) in {result.timings['total_s']:.2f} s")
+    return result.pixels.mean(axis=3).round().astype(np.uint8)[:, 2:30, 2:30]
 
 
 if __name__ == "__main__":
