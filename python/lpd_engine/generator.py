@@ -1,13 +1,15 @@
 """`lpd_engine.Generator`: the Python front end.
 
-    gen = Generator.from_checkpoints("lpd_l_256.pth", "vq_ds16_c2i.pt")
-    result = gen.run([207, 360], steps=20, seed=0)     # cfg: the published 4.8
+    gen = Generator("bundles/lpd_l_256")                # or Generator() for the MNIST demo
+    result = gen.run([207, 360], steps=20, seed=0)     # cfg: the bundle's default, 4.8
     result.images[0].save("dog.png")
 
 `run` validates everything first (labels, sampling, schedule) and raises a typed error from
 lpd_engine.errors before any compute; then it walks the schedule through a backend and decodes.
 Image i of a run depends only on (model, labels[i], settings, seed, i): its order is the
-locality order with index i for `seed`, its sampling noise the RNG stream of image i.
+bundle's precomputed order pick(seed, i) (or locality order i of `seed` made on the spot), its
+sampling noise the RNG stream (seed, i). The torch, onnxruntime and tensorrt backends run the
+Python loop of lpd_engine.driver; the native backend runs the C++ one.
 """
 
 from __future__ import annotations
