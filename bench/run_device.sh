@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call: build the CUDA path, run tests/test_cuda.py, then the benchmark.
+# One device call: build the CUDA path, run tests/test_cuda.py, the per-stage timings, then the benchmark.
 # Usage (device tool): bash bench/run_device.sh   (writes logs and bench.json under $OUT)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -13,5 +13,6 @@ cmake -S . -B build/dev -G Ninja -DLPD_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Releas
 grep "lpd:" "$OUT/build.log"; echo "build $(( $(date +%s) - t0 )) s"
 cp build/dev/_C*.so python/lpd_engine/
 export PYTHONPATH=$PWD/python:$PWD/tests:$PWD/export
-timeout 200 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | grep -v "^$" | tail -40
+timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | grep -v "^$" | tail -40
+timeout 60 python3 bench/stages_cuda.py 2>&1 | tee "$OUT/stages.log" | tail -14
 timeout ${BENCH_TIMEOUT:-300} python3 bench/bench_cuda.py --out "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -25

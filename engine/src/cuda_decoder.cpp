@@ -81,6 +81,7 @@ struct CudaStepDecoder::Impl {
   int64_t cap_rows = 0, cap_logits = 0;
   DeviceBuffer<float> x, logits;
   DeviceBuffer<bf16> h, qkv, attn, mlp;
+  DeviceBuffer<float> attn_ws;  // split-KV partials of paged_attention (fixed size, allocated once)
   // plan: one device buffer, two pinned staging buffers
   DeviceBuffer<char> plan_dev;
   char* staging[2] = {nullptr, nullptr};
@@ -135,6 +136,7 @@ struct CudaStepDecoder::Impl {
     qkv.resize(cap_rows * 3 * d);
     mlp.resize(cap_rows * c.mlp_hidden);
     logits.resize(cap_logits * c.vocab_size);
+    if (!attn_ws.ptr) attn_ws.resize(kc::kAttentionWorkspaceFloats);
   }
 
   struct Offsets {
@@ -160,7 +162,8 @@ struct CudaStepDecoder::Impl {
       check(kc::kv_cache_write(qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), rows, d, kl, vl, stream),
             "kv_cache_write");
       kc::PagedAttentionParams ap{qkv.ptr, 3 * d, kl, vl, i32(o.tables), max_blocks, i32(o.seq), i32(o.vis),
-                                  i32(o.tiles), num_tiles, rows, c.heads, hd, block_size, scale, attn.ptr, d};
+                                  i32(o.tiles), num_tiles, rows, c.heads, hd, block_size, scale, attn.ptr, d,
+                                  attn_ws.ptr};
       check(kc::paged_attention(ap, stream), "paged_attention");
       check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
             "gemm proj");
