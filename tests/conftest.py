@@ -12,3 +12,18 @@ IMAGE_MAX_DIFF = 1
 GPU_LOGITS_RTOL = 1e-2
 GPU_TOKEN_AGREEMENT = 0.99
 GPU_ERROR_RATIO = 2.0
+
+
+def require_native():
+    """lpd_engine.backends.native, skipping the calling test module when lpd_engine._C was built
+    without the runtime (call it at module level)."""
+    import pytest
+
+    from lpd_engine import errors
+
+    native = pytest.importorskip("lpd_engine.backends.native")
+    try:
+        native._load_extension()
+    except errors.BackendUnavailableError as e:
+        pytest.skip(str(e), allow_module_level=True)
+    return native

@@ -18,17 +18,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from conftest import IMAGE_MAX_DIFF  # noqa: E402
+from conftest import IMAGE_MAX_DIFF, require_native  # noqa: E402
 from factories import make_lpd_state_dict, make_vq_state_dict, tiny_vq_config  # noqa: E402
 from lpd_engine import driver, errors, schedule  # noqa: E402
 from lpd_engine.reference import LPDConfig, build_lpd, build_vq  # noqa: E402
 from lpd_engine.sampling import SamplingParams  # noqa: E402
 
-native = pytest.importorskip("lpd_engine.backends.native")
-try:
-    native._load_extension()
-except errors.BackendUnavailableError as e:  # pragma: no cover - depends on the build
-    pytest.skip(str(e), allow_module_level=True)
+native = require_native()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 import build_engine  # noqa: E402

@@ -24,17 +24,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from conftest import IMAGE_MAX_DIFF  # noqa: E402
+from conftest import IMAGE_MAX_DIFF, require_native  # noqa: E402
 from lpd_engine import errors, schedule  # noqa: E402
 from lpd_engine.bundle import DEMO_BUNDLE  # noqa: E402
 from lpd_engine.generator import Generator  # noqa: E402
 from lpd_engine.sampling import SamplingParams  # noqa: E402
 
-native = pytest.importorskip("lpd_engine.backends.native")
-try:
-    native._load_extension()
-except errors.BackendUnavailableError as e:  # pragma: no cover - depends on the build
-    pytest.skip(str(e), allow_module_level=True)
+native = require_native()
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "build" / "cpp" / "engine" / "lpd_generate_png"
