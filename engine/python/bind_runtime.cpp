@@ -13,15 +13,9 @@
 
 namespace py = pybind11;
 
-namespace {
+void raise_lpd_error(const char* name, const char* message);  // engine/python/module.cpp
 
-void raise_typed(const char* name, const char* message) {
-  try {
-    py::set_error(py::module_::import("lpd_engine.errors").attr(name), message);
-  } catch (py::error_already_set&) {
-    py::set_error(PyExc_ValueError, message);
-  }
-}
+namespace {
 
 std::vector<int64_t> to_vector(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& a) {
   return std::vector<int64_t>(a.data(), a.data() + a.size());
@@ -77,12 +71,12 @@ void bind_runtime(py::module_& m) {
       if (p) std::rethrow_exception(p);
     } catch (const lpd::Error& e) {
       switch (e.kind) {
-        case lpd::ErrorKind::kInvalidLabel: raise_typed("InvalidLabelError", e.what()); break;
-        case lpd::ErrorKind::kInvalidSampling: raise_typed("InvalidSamplingError", e.what()); break;
-        case lpd::ErrorKind::kInvalidSchedule: raise_typed("InvalidScheduleError", e.what()); break;
-        case lpd::ErrorKind::kBundle: raise_typed("BundleError", e.what()); break;
+        case lpd::ErrorKind::kInvalidLabel: raise_lpd_error("InvalidLabelError", e.what()); break;
+        case lpd::ErrorKind::kInvalidSampling: raise_lpd_error("InvalidSamplingError", e.what()); break;
+        case lpd::ErrorKind::kInvalidSchedule: raise_lpd_error("InvalidScheduleError", e.what()); break;
+        case lpd::ErrorKind::kBundle: raise_lpd_error("BundleError", e.what()); break;
         case lpd::ErrorKind::kTooLarge:
-        case lpd::ErrorKind::kInvalidArgument: raise_typed("InvalidRequestError", e.what()); break;
+        case lpd::ErrorKind::kInvalidArgument: raise_lpd_error("InvalidRequestError", e.what()); break;
         case lpd::ErrorKind::kUnknownRequest: py::set_error(PyExc_KeyError, e.what()); break;
         default: py::set_error(PyExc_RuntimeError, e.what()); break;
       }

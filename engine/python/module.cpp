@@ -16,9 +16,8 @@ void bind_runtime(py::module_& m);  // engine/python/bind_runtime.cpp
 void bind_cuda(py::module_& m);  // engine/python/bind_cuda.cpp
 #endif
 
-namespace {
-
-// Raises lpd_engine.errors.<name>, or ValueError should that module not import.
+// Raises lpd_engine.errors.<name>, or ValueError should that module not import. Shared with
+// bind_runtime.cpp.
 void raise_lpd_error(const char* name, const char* message) {
   try {
     py::set_error(py::module_::import("lpd_engine.errors").attr(name), message);
@@ -26,6 +25,8 @@ void raise_lpd_error(const char* name, const char* message) {
     py::set_error(PyExc_ValueError, message);
   }
 }
+
+namespace {
 
 py::array_t<int64_t> locality_orders(int64_t grid, std::vector<int64_t> group_sizes, int64_t count, uint64_t seed,
                                      double repulsion, double proximity, int64_t first_index, int threads) {
