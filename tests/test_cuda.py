@@ -177,6 +177,114 @@ def test_gemm(m, n, k, out_fp32, accumulate, bias):
     assert rel(c, ref) <= GPU_ERROR_RATIO * max(rel(same.to(dtype), ref), 1e-7) + 1e-6
 
 
+def test_gemm_batched_with_w_stored_k_by_n():
+    """The VQ attention's P.V: batch of products, w stored [k, n] with a row stride > n."""
+    g = torch.Generator(device=DEV).manual_seed(5)
+    batch, m, n, k, ldw = 3, 37, 24, 41, 3 * 24
+    a = torch.randn(batch, m, k, device=DEV, generator=g).bfloat16()
+    w = torch.randn(batch, k, ldw, device=DEV, generator=g).bfloat16()
+    c = poisoned(batch, m, n, dtype=torch.bfloat16)
+    ok(K.gemm(a.data_ptr(), k, w[:, :, n:].data_ptr(), ldw, 0, c.data_ptr(), n, m, n, k, False, False, w_kn=True,
+              batch=batch, stride_a=m * k, stride_w=k * ldw, stride_c=m * n))
+    wk = w[:, :, n:2 * n]
+    ref = a.double() @ wk.double()
+    same = (a @ wk).float()
+    assert not c.isnan().any()
+    assert rel(c, ref) <= GPU_ERROR_RATIO * rel(same.bfloat16(), ref) + 1e-6
+
+
+# -- the VQ decoder's operators ------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,pixels,channels,bias,fold,swish", [
+    (3, 37, 96, True, True, True),      # 3 channels per group: vectors straddle groups
+    (2, 1031, 64, True, False, True),
+    (1, 256, 512, False, False, False),
+    (2, 4099, 128, True, False, False),  # several statistics blocks per image
+])
+def test_group_norm(n, pixels, channels, bias, fold, swish):
+    g = torch.Generator(device=DEV).manual_seed(pixels + channels)
+    x0 = (torch.randn(n, pixels, channels, device=DEV, generator=g) * 2 + 3).bfloat16()
+    b = (torch.randn(channels, device=DEV, generator=g)).bfloat16() if bias else None
+    gamma, beta = torch.randn(channels, device=DEV, generator=g), torch.randn(channels, device=DEV, generator=g)
+    x = x0.clone()
+    sums = poisoned(n, 32, 2, dtype=torch.float64)
+    ok(K.group_norm_stats(x.data_ptr(), b.data_ptr() if bias else 0, fold, n, pixels, channels, 32, sums.data_ptr()))
+    xin = (x0.float() + b.float()).bfloat16() if bias else x0  # the bf16 conv + bias value
+    if fold:
+        assert torch.equal(x, xin)
+    else:
+        assert torch.equal(x, x0)
+    out = poisoned(n, pixels, channels, dtype=torch.bfloat16)
+    ok(K.group_norm_apply(x.data_ptr(), b.data_ptr() if bias and not fold else 0, sums.data_ptr(), gamma.data_ptr(),
+                          beta.data_ptr(), 1e-6, swish, n, pixels, channels, 32, out.data_ptr()))
+
+    def gn(t):
+        y = torch.nn.functional.group_norm(t.permute(0, 2, 1), 32, gamma.to(t.dtype), beta.to(t.dtype), 1e-6)
+        y = y.permute(0, 2, 1)
+        return y * torch.sigmoid(y) if swish else y
+
+    ref = gn(xin.double())
+    same = gn(xin.float()).bfloat16()
+    assert not out.isnan().any()
+    assert rel(out, ref) <= GPU_ERROR_RATIO * rel(same, ref) + 1e-6
+
+
+@pytest.mark.parametrize("n,h,w,c_in,c_out,kernel", [(2, 9, 7, 24, 40, 3), (1, 16, 16, 64, 8, 3), (3, 5, 11, 32, 16, 1)])
+def test_conv2d(n, h, w, c_in, c_out, kernel):
+    g = torch.Generator(device=DEV).manual_seed(h * w + c_in)
+    x = torch.randn(n, h, w, c_in, device=DEV, generator=g).bfloat16()
+    wt = (torch.randn(c_out, c_in, kernel, kernel, device=DEV, generator=g) * (c_in * kernel * kernel) ** -0.5)
+    wt = wt.bfloat16()
+    y0 = torch.randn(n, h, w, c_out, device=DEV, generator=g).bfloat16()
+    w_nhwc = wt.permute(0, 2, 3, 1).contiguous()
+    y = poisoned(n, h, w, c_out, dtype=torch.bfloat16)
+    ok(K.conv2d(x.data_ptr(), n, h, w, c_in, w_nhwc.data_ptr(), c_out, kernel, y.data_ptr(), False, 0))
+    acc = y0.clone()
+    scratch = poisoned(n, h, w, c_out, dtype=torch.bfloat16)
+    ok(K.conv2d(x.data_ptr(), n, h, w, c_in, w_nhwc.data_ptr(), c_out, kernel, acc.data_ptr(), True,
+                scratch.data_ptr()))
+
+    def conv(t, k):
+        return torch.nn.functional.conv2d(t.permute(0, 3, 1, 2), k, padding=kernel // 2).permute(0, 2, 3, 1)
+
+    ref = conv(x.double(), wt.double())
+    same = conv(x, wt)
+    assert not y.isnan().any() and not acc.isnan().any()
+    assert rel(y, ref) <= GPU_ERROR_RATIO * rel(same, ref) + 1e-6
+    assert rel(acc, ref + y0.double()) <= GPU_ERROR_RATIO * rel((same.float() + y0.float()).bfloat16(),
+                                                                ref + y0.double()) + 1e-6
+
+
+def test_upsample_gather_softmax_to_rgb():
+    g = torch.Generator(device=DEV).manual_seed(9)
+    x = torch.randn(2, 3, 5, 24, device=DEV, generator=g).bfloat16()
+    b = torch.randn(24, device=DEV, generator=g).bfloat16()
+    up = poisoned(2, 6, 10, 24, dtype=torch.bfloat16)
+    ok(K.upsample_nearest2x(x.data_ptr(), b.data_ptr(), 2, 3, 5, 24, up.data_ptr()))
+    want = (x.float() + b.float()).bfloat16().repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert torch.equal(up, want)
+
+    table = torch.randn(29, 40, device=DEV, generator=g).bfloat16()
+    ids = torch.randint(0, 29, (53,), device=DEV, generator=g, dtype=torch.int32)
+    rows = poisoned(53, 40, dtype=torch.bfloat16)
+    ok(K.gather_rows(table.data_ptr(), ids.data_ptr(), 53, 40, rows.data_ptr()))
+    assert torch.equal(rows, table[ids.long()])
+
+    s = torch.randn(19, 257, device=DEV, generator=g) * 4
+    p = poisoned(19, 257, dtype=torch.bfloat16)
+    ok(K.softmax_rows(s.data_ptr(), 19, 257, 0.3, p.data_ptr()))
+    ref = torch.softmax(s.double() * 0.3, -1)
+    assert rel(p, ref) <= GPU_ERROR_RATIO * rel(torch.softmax(s * 0.3, -1).bfloat16(), ref) + 1e-6
+
+    img = (torch.randn(77, 8, device=DEV, generator=g) * 1.2).bfloat16()
+    bias = torch.randn(3, device=DEV, generator=g).bfloat16()
+    rgb = torch.full((77, 3), 7, dtype=torch.uint8, device=DEV)
+    ok(K.to_rgb(img.data_ptr(), 8, bias.data_ptr(), 77, rgb.data_ptr()))
+    v = (img[:, :3].float() + bias.float()).cpu().numpy()
+    want = np.rint(np.clip((v + np.float32(1)) / np.float32(2) * np.float32(255), 0, 255)).astype(np.uint8)
+    assert np.array_equal(rgb.cpu().numpy(), want)
+
+
 JOB = np.dtype([("seed", "<u8"), ("cond", "<i4"), ("uncond", "<i4"), ("weight", "<f4"), ("divisor", "<f4"),
                 ("gen", "<i4"), ("image", "<i4"), ("top_k", "<i4"), ("greedy", "<i4"), ("out", "<i4"),
                 ("reserved", "<i4")])
@@ -343,3 +451,66 @@ def test_demo_greedy_disagreement_teacher_forced(cfg):
           f"{np.array2string(np.sort(gap[flips])[:8], precision=3)}, positions with gap < 0.05: "
           f"{float((gap < 0.05).mean()):.4f}")
     assert tf64 >= 0.99
+
+
+# -- the GPU VQ decoder end to end -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vq_bundle(tmp_path_factory):
+    """Tiny LPD on a 16 x 16 grid with the tiny VQ (32 x 32 images, attention over 256 pixels,
+    a channel change with its 1x1 shortcut)."""
+    import build_engine
+    from factories import make_lpd_state_dict, make_vq_state_dict, tiny_lpd_config, tiny_vq_config
+
+    lpd_sd = make_lpd_state_dict(tiny_lpd_config(num_tokens=256), seed=1)
+    vq_sd = make_vq_state_dict(tiny_vq_config(has_encoder=False), seed=2, with_encoder=False)
+    return build_engine.build_bundle(lpd_sd, vq_sd, tmp_path_factory.mktemp("vq") / "bundle", onnx=False,
+                                     progress=False, steps=[]), vq_sd
+
+
+def _pixels(images):
+    """float images [B, 3, H, W] about [-1, 1] -> float32 pixel values [B, H, W, 3] before rounding."""
+    return ((images.float().permute(0, 2, 3, 1) + 1) / 2 * 255).clamp(0, 255).cpu().numpy()
+
+
+def test_vq_decoder_matches_reference(vq_bundle):
+    """GPU decode (in chunks of 2 images) against the float64 reference, within 2x the error of
+    the same network in bf16 torch; and close to the CPU engine's pixels."""
+    from lpd_engine.reference import build_vq
+
+    bundle, vq_sd = vq_bundle
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 29, (5, 256))
+    gpu = _C.Engine(str(bundle), kv_pool_blocks=64, device="cuda")
+    ours = gpu.decode(tokens)
+    again = gpu.decode(tokens)
+    one_by_one = _C.Engine(str(bundle), kv_pool_blocks=64, device="cuda", vq_activation_bytes=1).decode(tokens)
+    cpu = _C.Engine(str(bundle), kv_pool_blocks=64, num_threads=4).decode(tokens)
+    vq = build_vq(vq_sd).to(DEV).eval()
+    codes = torch.from_numpy(tokens).to(DEV)
+    with torch.no_grad():
+        ref = _pixels(vq.double().decode_codes(codes))
+        same = np.rint(_pixels(vq.bfloat16().decode_codes(codes)))
+    err, base = np.abs(ours - ref).mean(), np.abs(same - ref).mean()
+    cpu_diff = np.abs(ours.astype(int) - cpu.astype(int))
+    err1 = np.abs(one_by_one - ref).mean()
+    print(f"VQ decode mean |error| vs float64: ours {err:.3f} levels (one image per chunk {err1:.3f}), bf16 torch "
+          f"{base:.3f}; vs the CPU engine: mean {cpu_diff.mean():.3f}, max {cpu_diff.max()}")
+    assert ours.shape == (5, 32, 32, 3) and ours.dtype == np.uint8
+    assert np.array_equal(again, ours)  # a repeated shape reuses its plans: the same pixels
+    assert err <= GPU_ERROR_RATIO * base + 0.05
+    assert err1 <= GPU_ERROR_RATIO * base + 0.05
+    with pytest.raises(Exception, match="token id out of range"):
+        gpu.decode(np.full((1, 256), 29))
+
+
+def test_demo_vq_decode_matches_cpu():
+    """The trained demo decoder: GPU pixels against the CPU engine's (float32) pixels."""
+    from lpd_engine.bundle import DEMO_BUNDLE
+
+    tokens = np.random.default_rng(1).integers(0, 512, (8, 256))
+    gpu = _C.Engine(str(DEMO_BUNDLE), kv_pool_blocks=64, device="cuda").decode(tokens)
+    cpu = _C.Engine(str(DEMO_BUNDLE), kv_pool_blocks=64, num_threads=4).decode(tokens)
+    diff = np.abs(gpu.astype(int) - cpu.astype(int))
+    print(f"demo VQ decode GPU vs CPU: mean {diff.mean():.3f} levels, max {diff.max()}")
+    assert diff.mean() <= 1.0

@@ -2,13 +2,16 @@
 // the epilogue (exact: it is the same float32 add a separate kernel would do), the residual
 // add as beta = 1 into a float32 C = D. Row-major c[m, n] = a[m, k] . w[n, k]^T is the
 // column-major product D[n, m] = W^T[n, k] . A[k, m], so W is cuBLAS's A with op T.
-// Descriptors and the heuristic's algorithm are cached per shape: the first call of a shape
-// does the host-side work, later calls (and CUDA graph captures) only enqueue the matmul.
+// Descriptors and the algorithm are cached per shape: the first call of a shape asks the
+// heuristic for candidates and times them (host-side work and a wait), later calls (and CUDA
+// graph captures) only enqueue the matmul.
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 
 #include "common.cuh"
 #include "lpd/kernels/gemm.h"
@@ -17,6 +20,7 @@ namespace lpd::kernels::cuda {
 
 namespace {
 constexpr size_t kWorkspaceBytes = 32u << 20;
+constexpr int kCandidates = 8;  // heuristic results timed per shape
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -24,12 +28,15 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
   bool has_bias = false;
 };
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool>;
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, int64_t,
+                       int64_t, int64_t, int64_t>;
 }  // namespace
 
 struct GemmContext {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
+  void* scratch = nullptr;  // output of the candidate timings (grows to the largest C)
+  size_t scratch_bytes = 0;
   std::map<Key, Plan> plans;
   std::mutex mutex;
 };
@@ -53,15 +60,61 @@ void gemm_context_destroy(GemmContext* ctx) {
     cublasLtMatmulDescDestroy(p.op);
   }
   if (ctx->workspace) cudaFree(ctx->workspace);
+  if (ctx->scratch) cudaFree(ctx->scratch);
   if (ctx->handle) cublasLtDestroy(ctx->handle);
   delete ctx;
 }
 
-static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
+// Times the heuristic's candidates on the caller's shapes (output into a scratch C, beta = 0)
+// and returns the fastest, keeping the heuristic's first unless another is >10% faster, so the
+// pick does not flip on timing noise. Not while a stream is being captured (no timing there).
+static cublasLtMatmulAlgo_t fastest(GemmContext* ctx, const GemmArgs& g, const Plan& p,
+                                    const cublasLtMatmulHeuristicResult_t* r, int found, Stream stream) {
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(stream, &capturing);
+  if (found == 1 || capturing != cudaStreamCaptureStatusNone) return r[0].algo;
+  const size_t bytes = static_cast<size_t>((g.batch - 1) * g.stride_c + g.m * g.ldc) * (g.out_fp32 ? 4 : 2);
+  if (bytes > ctx->scratch_bytes) {
+    if (ctx->scratch) cudaFree(ctx->scratch);
+    ctx->scratch = nullptr;
+    ctx->scratch_bytes = 0;
+    if (cudaMalloc(&ctx->scratch, bytes) != cudaSuccess) return r[0].algo;
+    ctx->scratch_bytes = bytes;
+  }
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  if (p.has_bias) cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias));
+  const float alpha = 1.0f, beta = 0.0f;
+  int best = 0;
+  float best_ms = 0.0f, first_ms = 0.0f;
+  for (int i = 0; i < found; ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(ctx->handle, p.op, &alpha, g.w, p.a, g.a, p.b, &beta, ctx->scratch, p.c, ctx->scratch,
+                            p.c, &r[i].algo, ctx->workspace, kWorkspaceBytes, stream) == CUBLAS_STATUS_SUCCESS;
+    };
+    if (!run()) continue;
+    cudaEventRecord(start, stream);
+    for (int k = 0; k < 5; ++k) run();
+    cudaEventRecord(stop, stream);
+    float ms = 0.0f;
+    if (cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
+    if (i == 0) first_ms = best_ms = ms;
+    if (ms < best_ms && ms < 0.9f * first_ms) {
+      best = i;
+      best_ms = ms;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return r[best].algo;
+}
+
+static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p, Stream stream) {
   const cudaDataType_t ctype = g.out_fp32 ? CUDA_R_32F : CUDA_R_16BF;
   if (cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return false;
   const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
-  cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t));
+  cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, g.w_kn ? &n : &t, sizeof(t));
   cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n));
   p.has_bias = g.bias != nullptr;
   if (p.has_bias) {
@@ -69,46 +122,55 @@ static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi));
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ctype, sizeof(ctype));
   }
-  if (cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, g.k, g.n, g.ldw) != CUBLAS_STATUS_SUCCESS ||
+  if (cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, g.w_kn ? g.n : g.k, g.w_kn ? g.k : g.n, g.ldw) !=
+          CUBLAS_STATUS_SUCCESS ||
       cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, g.k, g.m, g.lda) != CUBLAS_STATUS_SUCCESS ||
       cublasLtMatrixLayoutCreate(&p.c, ctype, g.n, g.m, g.ldc) != CUBLAS_STATUS_SUCCESS)
     return false;
+  if (g.batch > 1) {
+    const int32_t count = static_cast<int32_t>(g.batch);
+    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{p.a, g.stride_w}, {p.b, g.stride_a}, {p.c, g.stride_c}};
+    for (const auto& [layout, stride] : layouts) {
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count));
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride));
+    }
+  }
   cublasLtMatmulPreference_t pref;
   if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return false;
   const size_t ws = kWorkspaceBytes;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kCandidates]{};
   int found = 0;
   const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(ctx->handle, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+      cublasLtMatmulAlgoGetHeuristic(ctx->handle, p.op, p.a, p.b, p.c, p.c, pref, kCandidates, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
-  p.algo = result.algo;
+  p.algo = fastest(ctx, g, p, results, found, stream);
   return true;
 }
 
 Status gemm(GemmContext* ctx, const GemmArgs& g, Stream stream) {
-  if (!ctx || !g.a || !g.w || !g.c || g.m < 0 || g.n <= 0 || g.k <= 0 || g.lda < g.k || g.ldw < g.k || g.ldc < g.n)
+  if (!ctx || !g.a || !g.w || !g.c || g.m < 0 || g.n <= 0 || g.k <= 0 || g.lda < g.k ||
+      g.ldw < (g.w_kn ? g.n : g.k) || g.ldc < g.n || g.batch < 1 || g.batch > INT32_MAX)
     return Status::kInvalidArgument;
   if (g.m == 0) return Status::kOk;
-  Plan* plan;
-  {
-    std::lock_guard<std::mutex> lock(ctx->mutex);
-    const Key key{g.m, g.n, g.k, g.lda, g.ldw, g.ldc, g.out_fp32, g.accumulate, g.bias != nullptr};
-    auto it = ctx->plans.find(key);
-    if (it == ctx->plans.end()) {
-      Plan p;
-      if (!make_plan(ctx, g, p)) {
-        if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-        if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-        if (p.c) cublasLtMatrixLayoutDestroy(p.c);
-        if (p.op) cublasLtMatmulDescDestroy(p.op);
-        return Status::kUnsupported;
-      }
-      it = ctx->plans.emplace(key, p).first;
+  // One lock for the whole call: the plan's descriptor carries the bias pointer of this call.
+  std::lock_guard<std::mutex> lock(ctx->mutex);
+  const Key key{g.m,        g.n,   g.k,        g.lda,      g.ldw,     g.ldc,      g.out_fp32,
+                g.accumulate, g.bias != nullptr, g.w_kn, g.batch, g.stride_a, g.stride_w, g.stride_c};
+  auto it = ctx->plans.find(key);
+  if (it == ctx->plans.end()) {
+    Plan p;
+    if (!make_plan(ctx, g, p, stream)) {
+      if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+      if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+      if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+      if (p.op) cublasLtMatmulDescDestroy(p.op);
+      return Status::kUnsupported;
     }
-    plan = &it->second;
+    it = ctx->plans.emplace(key, p).first;
   }
+  Plan* plan = &it->second;
   if (plan->has_bias)
     cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias));
   const float alpha = 1.0f, beta = g.accumulate ? 1.0f : 0.0f;

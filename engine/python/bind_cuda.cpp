@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "lpd/kernels/attention.h"
+#include "lpd/kernels/conv.h"
 #include "lpd/kernels/embedding.h"
 #include "lpd/kernels/gemm.h"
 #include "lpd/kernels/kv_cache.h"
@@ -63,12 +64,53 @@ void bind_cuda(py::module_& parent) {
                                block_size, scale, ptr<kc::bf16>(out), out_stride};
     return str(kc::paged_attention(p, nullptr));
   });
-  m.def("gemm", [](uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc,
-                   int64_t rows, int64_t n, int64_t k, bool out_fp32, bool accumulate) {
-    static kc::GemmContext* ctx = kc::gemm_context_create();
-    return str(kc::gemm(ctx, {ptr<const kc::bf16>(a), lda, ptr<const kc::bf16>(w), ldw, ptr<const void>(bias),
-                              ptr<void>(c), ldc, rows, n, k, out_fp32, accumulate},
-                        nullptr));
+  m.def(
+      "gemm",
+      [](uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc, int64_t rows,
+         int64_t n, int64_t k, bool out_fp32, bool accumulate, bool w_kn, int64_t batch, int64_t stride_a,
+         int64_t stride_w, int64_t stride_c) {
+        static kc::GemmContext* ctx = kc::gemm_context_create();
+        return str(kc::gemm(ctx,
+                            {ptr<const kc::bf16>(a), lda, ptr<const kc::bf16>(w), ldw, ptr<const void>(bias),
+                             ptr<void>(c), ldc, rows, n, k, out_fp32, accumulate, w_kn, batch, stride_a, stride_w,
+                             stride_c},
+                            nullptr));
+      },
+      py::arg("a"), py::arg("lda"), py::arg("w"), py::arg("ldw"), py::arg("bias"), py::arg("c"), py::arg("ldc"),
+      py::arg("rows"), py::arg("n"), py::arg("k"), py::arg("out_fp32"), py::arg("accumulate"), py::arg("w_kn") = false,
+      py::arg("batch") = 1, py::arg("stride_a") = 0, py::arg("stride_w") = 0, py::arg("stride_c") = 0);
+  m.def("group_norm_stats", [](uintptr_t x, uintptr_t bias, bool fold, int64_t n, int64_t pixels, int64_t channels,
+                               int64_t groups, uintptr_t sums) {
+    return str(kc::group_norm_stats(ptr<kc::bf16>(x), ptr<const kc::bf16>(bias), fold, n, pixels, channels, groups,
+                                    ptr<double>(sums), nullptr));
+  });
+  m.def("group_norm_apply", [](uintptr_t x, uintptr_t bias, uintptr_t sums, uintptr_t g, uintptr_t b, float eps,
+                               bool swish, int64_t n, int64_t pixels, int64_t channels, int64_t groups, uintptr_t out) {
+    return str(kc::group_norm_apply(ptr<const kc::bf16>(x), ptr<const kc::bf16>(bias), ptr<const double>(sums),
+                                    ptr<const float>(g), ptr<const float>(b), eps, swish, n, pixels, channels, groups,
+                                    ptr<kc::bf16>(out), nullptr));
+  });
+  m.def("conv2d", [](uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c_in, uintptr_t weight, int64_t c_out,
+                     int64_t kernel, uintptr_t y, bool accumulate, uintptr_t scratch) {
+    static kc::ConvContext* ctx = kc::conv_context_create(size_t{64} << 20);
+    return str(kc::conv2d(ctx, {ptr<const kc::bf16>(x), n, h, w, c_in, ptr<const kc::bf16>(weight), c_out, kernel,
+                                ptr<kc::bf16>(y), accumulate, ptr<kc::bf16>(scratch)},
+                          nullptr));
+  });
+  m.def("upsample_nearest2x", [](uintptr_t x, uintptr_t bias, int64_t n, int64_t h, int64_t w, int64_t c,
+                                 uintptr_t out) {
+    return str(kc::upsample_nearest2x(ptr<const kc::bf16>(x), ptr<const kc::bf16>(bias), n, h, w, c,
+                                      ptr<kc::bf16>(out), nullptr));
+  });
+  m.def("gather_rows", [](uintptr_t table, uintptr_t ids, int64_t rows, int64_t width, uintptr_t out) {
+    return str(kc::gather_rows(ptr<const kc::bf16>(table), ptr<const int32_t>(ids), rows, width, ptr<kc::bf16>(out),
+                               nullptr));
+  });
+  m.def("softmax_rows", [](uintptr_t s, int64_t rows, int64_t cols, float scale, uintptr_t p) {
+    return str(kc::softmax_rows(ptr<const float>(s), rows, cols, scale, ptr<kc::bf16>(p), nullptr));
+  });
+  m.def("to_rgb", [](uintptr_t x, int64_t ldx, uintptr_t bias, int64_t pixels, uintptr_t rgb) {
+    return str(kc::to_rgb(ptr<const kc::bf16>(x), ldx, ptr<const kc::bf16>(bias), pixels, ptr<uint8_t>(rgb), nullptr));
   });
   m.def("sample_job_bytes", []() { return static_cast<int64_t>(sizeof(kc::SampleJob)); });
   m.def("sample_tokens", [](uintptr_t logits, int64_t vocab, uintptr_t jobs, int64_t num_jobs, uintptr_t tokens) {

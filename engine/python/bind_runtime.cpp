@@ -85,10 +85,12 @@ void bind_runtime(py::module_& m) {
 
   py::class_<lpd::Engine>(m, "Engine", "The C++ request runtime over one bundle (see lpd_engine.backends.native).")
       .def(py::init([](const std::string& dir, int64_t kv_pool_bytes, int64_t kv_pool_blocks, int64_t block_size,
-                       int num_threads, bool verify_hashes, const std::string& device, bool cuda_graphs) {
+                       int num_threads, bool verify_hashes, const std::string& device, bool cuda_graphs,
+                       int64_t vq_activation_bytes) {
              lpd::EngineOptions o;
              o.device = device;
              o.cuda_graphs = cuda_graphs;
+             o.vq_activation_bytes = vq_activation_bytes;
              o.kv_pool_bytes = kv_pool_bytes;
              o.kv_pool_blocks = kv_pool_blocks;
              o.block_size = block_size;
@@ -99,7 +101,8 @@ void bind_runtime(py::module_& m) {
            }),
            py::arg("bundle_dir"), py::arg("kv_pool_bytes") = 0, py::arg("kv_pool_blocks") = 0,
            py::arg("block_size") = 16, py::arg("num_threads") = 0, py::arg("verify_hashes") = true,
-           py::arg("device") = "cpu", py::arg("cuda_graphs") = true)
+           py::arg("device") = "cpu", py::arg("cuda_graphs") = true,
+           py::arg("vq_activation_bytes") = lpd::EngineOptions{}.vq_activation_bytes)
       .def_property_readonly("device", &lpd::Engine::device)
       .def_static("cuda_available", &lpd::Engine::cuda_available)
       .def("last_logits",

@@ -18,6 +18,7 @@
 #include "lpd/kernels/gemm.h"
 #include "lpd/kernels/kv_cache.h"
 #include "lpd/kernels/norm.h"
+#include "cuda_util.h"
 
 namespace lpd {
 namespace {
@@ -26,37 +27,10 @@ namespace kc = kernels::cuda;
 using kc::bf16;
 constexpr float kLnEps = 1e-6f;
 
-void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ErrorKind::kInternal, std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
-}
-void check(kernels::Status s, const char* what) {
-  if (s != kernels::Status::kOk)
-    fail(ErrorKind::kInternal, std::string(what) + " (CUDA) failed: " + kernels::status_string(s));
-}
-
-bf16 to_bf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<bf16>(u >> 16);
-}
-
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  size_t count = 0;
-  void resize(size_t n) {
-    if (n <= count) return;
-    if (ptr) cudaFree(ptr);
-    ptr = nullptr;
-    cuda_check(cudaMalloc(&ptr, n * sizeof(T)), "cudaMalloc");
-    count = n;
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-};
+using cuda_util::check;
+using cuda_util::cuda_check;
+using cuda_util::DeviceBuffer;
+using cuda_util::to_bf16;
 
 }  // namespace
 

@@ -16,9 +16,11 @@
 #include "lpd/schedule.h"
 #ifdef LPD_WITH_CUDA
 #include "lpd/cuda_decoder.h"
+#include "lpd/cuda_vq_decoder.h"
 #else
 namespace lpd {
 class CudaStepDecoder {};  // never constructed without the CUDA path
+class CudaVqDecoder {};
 }  // namespace lpd
 #endif
 
@@ -86,6 +88,8 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
     // sequence's first block (unique while the request runs).
     gpu_ = std::make_unique<CudaStepDecoder>(bundle, c, blocks, options.block_size, blocks * c.num_tokens,
                                              options.cuda_graphs);
+    if (options.vq_activation_bytes <= 0) fail(ErrorKind::kInvalidArgument, "vq_activation_bytes must be > 0");
+    gpu_vq_ = std::make_unique<CudaVqDecoder>(bundle, c.grid(), static_cast<size_t>(options.vq_activation_bytes));
 #endif
   }
 }
@@ -288,8 +292,7 @@ void Engine::finish(Request& r) {
     const int64_t side = image_size();
     out.height = out.width = side;
     out.pixels.assign(static_cast<size_t>(r.batch * side * side * 3), 0);
-    for (int64_t b = 0; b < r.batch; ++b)
-      vq_.decode(out.tokens.data() + b * n, weights_.config.grid(), out.pixels.data() + b * side * side * 3);
+    decode(out.tokens.data(), r.batch, out.pixels.data());
   }
   r.state = RequestState::kDone;
 }
@@ -424,6 +427,9 @@ RequestResult Engine::take(int64_t id) {
 }
 
 void Engine::decode(const int64_t* tokens, int64_t batch, uint8_t* rgb) const {
+#ifdef LPD_WITH_CUDA
+  if (gpu_vq_) return gpu_vq_->decode(tokens, batch, rgb);
+#endif
   const int64_t n = weights_.config.num_tokens, side = image_size();
   for (int64_t b = 0; b < batch; ++b) vq_.decode(tokens + b * n, weights_.config.grid(), rgb + b * side * side * 3);
 }

@@ -69,9 +69,11 @@ struct EngineOptions {
   bool verify_hashes = true;   // check the manifest's sha256 of every bundle file
   std::string device = "cpu";  // "cpu" (float32) or "cuda" (bf16 on the GPU; needs a CUDA build)
   bool cuda_graphs = true;     // cuda: replay each step shape as a CUDA graph after its first run
+  int64_t vq_activation_bytes = int64_t{1} << 30;  // cuda: VQ decoder buffers (images go in chunks)
 };
 
 class CudaStepDecoder;
+class CudaVqDecoder;
 
 class Engine {
  public:
@@ -136,6 +138,7 @@ class Engine {
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<StepDecoder> decoder_;
   std::unique_ptr<CudaStepDecoder> gpu_;
+  std::unique_ptr<CudaVqDecoder> gpu_vq_;  // device "cuda": pixels are decoded on the GPU
   std::string device_;
   mutable std::mutex mutex_;
   int64_t next_id_ = 1;

@@ -38,7 +38,8 @@ Status gemm(const float* a, int64_t lda, const float* packed, const float* bias,
             int64_t m, int64_t n, int64_t k, Epilogue epilogue);
 
 namespace cuda {
-// bf16 GEMM through cuBLASLt with float32 accumulation: c[m, n] (+)= a[m, k] . w[n, k]^T + bias.
+// bf16 GEMM through cuBLASLt with float32 accumulation: c[m, n] (+)= a[m, k] . w[n, k]^T + bias
+// (optionally batched, optionally with w stored [k, n]).
 // out_fp32 picks c's type (float32 or bf16); bias (may be null) has c's type and is added in
 // the epilogue; accumulate adds into c (beta = 1: the residual add, fused). A GemmContext owns
 // the cuBLASLt handle, a workspace and the cached descriptors/algorithms for each shape, so
@@ -57,6 +58,10 @@ struct GemmArgs {
   int64_t m, n, k;
   bool out_fp32;
   bool accumulate;
+  // w_kn: w is stored [k, n] (row stride ldw) instead of [n, k], i.e. c = a . w.
+  bool w_kn = false;
+  // batch > 1: `batch` independent products, operand i at a + i * stride_a (elements), etc.
+  int64_t batch = 1, stride_a = 0, stride_w = 0, stride_c = 0;
 };
 Status gemm(GemmContext* ctx, const GemmArgs& args, Stream stream);
 }  // namespace cuda

@@ -29,6 +29,18 @@ Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const f
                   float eps, bf16* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream);
 // Exact GELU in place over n bf16 values (float32 erf inside).
 Status gelu_erf(bf16* x, int64_t n, Stream stream);
+
+// GroupNorm over a batch of channels-last bf16 images x [n, pixels, channels] (+ bias[channels],
+// may be null), in two launches. group_norm_stats adds per (image, group) sum and sum of squares
+// into sums [n, groups, 2] (float64, zeroed here first); with fold it also writes x + bias back
+// into x (rounded to bf16, and the statistics are those of the rounded values). group_norm_apply
+// then writes out = y or y * sigmoid(y) (swish), y = (x + bias - mean) / sqrt(var + eps) * gamma
+// + beta, float32 inside. channels a multiple of 8 and of groups; out may alias x.
+Status group_norm_stats(bf16* x, const bf16* bias, bool fold, int64_t n, int64_t pixels, int64_t channels,
+                        int64_t groups, double* sums, Stream stream);
+Status group_norm_apply(const bf16* x, const bf16* bias, const double* sums, const float* gamma, const float* beta,
+                        float eps, bool swish, int64_t n, int64_t pixels, int64_t channels, int64_t groups, bf16* out,
+                        Stream stream);
 }  // namespace cuda
 
 }  // namespace lpd::kernels
