@@ -127,8 +127,9 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
                 max_blocks=max_blocks, scale=scale), ref, same
 
 
-# head_dim 64 runs on tensor cores; with few tiles x heads the slots are split across blocks
-# (the 700-slot cases: 5-16 splits merged by a second kernel); 40 and 96 take the CUDA-core path.
+# head_dim 64 runs on tensor cores (tiles of up to 64 rows, one 16-row mma tile per warp); with
+# few tiles x heads the slots are split across blocks (the 700- and 1100-slot cases, merged by a
+# second kernel); 40 and 96 take the CUDA-core path.
 @pytest.mark.parametrize("heads,head_dim,block_size,seq_rows,max_len", [
     (3, 64, 16, [1, 19, 7], 70),
     (2, 40, 5, [17, 2], 70),
@@ -137,6 +138,9 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
     (2, 64, 16, [3, 16, 40], 700),
     (1, 64, 5, [1], 700),
     (16, 64, 16, [16, 33, 5, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 11], 300),
+    (2, 64, 16, [64, 65, 130], 300),  # full 64-row tiles, a 1-row tile, warps without rows
+    (1, 64, 16, [100], 1100),         # 64-row tile split over the slots
+    (2, 40, 16, [70, 9], 100),        # CUDA-core path over the 16-row sub-tiles of 64-row tiles
 ])
 def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len):
     case, ref, same = _attention_case(heads, head_dim, block_size, seq_rows, seed=heads * 100 + head_dim + max_len,
@@ -207,16 +211,18 @@ def test_group_norm(n, pixels, channels, bias, fold, swish):
     b = (torch.randn(channels, device=DEV, generator=g)).bfloat16() if bias else None
     gamma, beta = torch.randn(channels, device=DEV, generator=g), torch.randn(channels, device=DEV, generator=g)
     x = x0.clone()
-    sums = poisoned(n, 32, 2, dtype=torch.float64)
-    ok(K.group_norm_stats(x.data_ptr(), b.data_ptr() if bias else 0, fold, n, pixels, channels, 32, sums.data_ptr()))
+    work = poisoned(K.group_norm_workspace_floats(n, pixels, channels, 32), dtype=torch.float32)
+    stats = poisoned(n, 32, 2, dtype=torch.float32)
+    ok(K.group_norm_stats(x.data_ptr(), b.data_ptr() if bias else 0, fold, n, pixels, channels, 32, 1e-6,
+                          work.data_ptr(), stats.data_ptr()))
     xin = (x0.float() + b.float()).bfloat16() if bias else x0  # the bf16 conv + bias value
     if fold:
         assert torch.equal(x, xin)
     else:
         assert torch.equal(x, x0)
     out = poisoned(n, pixels, channels, dtype=torch.bfloat16)
-    ok(K.group_norm_apply(x.data_ptr(), b.data_ptr() if bias and not fold else 0, sums.data_ptr(), gamma.data_ptr(),
-                          beta.data_ptr(), 1e-6, swish, n, pixels, channels, 32, out.data_ptr()))
+    ok(K.group_norm_apply(x.data_ptr(), b.data_ptr() if bias and not fold else 0, stats.data_ptr(), gamma.data_ptr(),
+                          beta.data_ptr(), swish, n, pixels, channels, 32, out.data_ptr()))
 
     def gn(t):
         y = torch.nn.functional.group_norm(t.permute(0, 2, 1), 32, gamma.to(t.dtype), beta.to(t.dtype), 1e-6)

@@ -1,19 +1,21 @@
 // Position-query group attention over the paged bf16 KV cache (lpd/kernels/attention.h).
 //
 // head_dim 64 (the published models): tensor cores. One block of 4 warps per (tile, head, split);
-// a tile is up to 16 consecutive rows of one sequence, i.e. exactly the M = 16 of an
-// mma.sync.m16n8k16 (bf16 in, float32 accumulation). Each warp walks 32-slot chunks of the
-// tile's visible slots (chunk c goes to part c % parts, parts = 4 warps x splits): it stages the
-// chunk's K and V in its own shared memory (16-byte loads through the block table, zeros past
-// the tile's longest visible length), computes S = Q K^T with ldmatrix + mma, masks each row at
-// its own visible length, runs the online softmax in float32 (exp2 with the scale folded in),
-// multiplies P V as two bf16 mma (P split into a bf16 high part and the bf16 rounding of the
-// rest, so P keeps ~16 bits, not the 8 of a plain bf16 P) and keeps O in float32 registers. The 4 warps
-// are merged in shared memory; with splits > 1 (few tiles: batch 1) each block writes its
-// partial (max, sum, unnormalised O) to a float32 workspace and a second kernel merges the
-// splits, so the visible slots are spread over the whole GPU (flash-decoding).
-// Other head dims: the CUDA-core kernel below (chunks staged as float32, tile scores, online
-// softmax), unchanged from the first version.
+// a tile is up to 64 consecutive rows of one sequence and warp w owns its rows 16w .. 16w + 15,
+// exactly the M = 16 of an mma.sync.m16n8k16 (bf16 in, float32 accumulation). The block walks
+// 64-slot chunks of the tile's visible slots (chunk c goes to split c % splits): all 128 threads
+// stage a chunk's K and V in shared memory with cp.async through the block table (zeros past
+// the tile's longest visible length), double-buffered so the next chunk loads while this one is
+// used, so each K/V byte is read once per (tile, head). Each warp computes S = Q K^T with
+// ldmatrix + mma, masks each row at its own visible length, runs the online softmax in float32
+// (exp2 with the scale folded in), multiplies P V as two bf16 mma (P split into a bf16 high
+// part and the bf16 rounding of the rest, so P keeps ~16 bits, not the 8 of a plain bf16 P) and
+// keeps O in float32 registers. With one split each warp writes its normalised rows; with
+// splits > 1 (few tiles: batch 1) each block writes its partial (max, sum, unnormalised O) to a
+// float32 workspace and a second kernel merges the splits, so the visible slots are spread over
+// the whole GPU (flash-decoding).
+// Other head dims: the CUDA-core kernel below (16-row sub-tiles, chunks staged as float32, tile
+// scores, online softmax).
 #include <algorithm>
 #include <cmath>
 
@@ -26,7 +28,8 @@ namespace {
 using namespace detail;
 
 constexpr int kThreads = 128;
-constexpr int kRows = static_cast<int>(kAttentionTileRows);
+constexpr int kRows = 16;  // rows of the CUDA-core kernel's sub-tile, and of one warp's mma tile
+constexpr int kSubTiles = static_cast<int>(kAttentionTileRows) / kRows;
 constexpr int kMaxAcc = kRows * static_cast<int>(kAttentionMaxHeadDim) / kThreads;  // 32
 
 int chunk_for(int64_t head_dim) { return static_cast<int>(std::max<int64_t>(8, std::min<int64_t>(64, 4096 / head_dim))); }
@@ -49,7 +52,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   __shared__ int max_vis;
 
   const int tid = threadIdx.x, head = blockIdx.y;
-  const int first = p.tiles[2 * blockIdx.x], rows = p.tiles[2 * blockIdx.x + 1];
+  const int first = p.tiles[2 * blockIdx.x] + kRows * blockIdx.z;
+  const int rows = min(kRows, p.tiles[2 * blockIdx.x + 1] - kRows * static_cast<int>(blockIdx.z));
+  if (rows <= 0) return;
   const int seq = p.row_seq[first];
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   const int bs = static_cast<int>(p.block_size);
@@ -153,9 +158,12 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
 // ---- head_dim 64 on tensor cores ------------------------------------------------------------
 constexpr int kHd = 64;
 constexpr int kWarps = 4;
-constexpr int kChunk = 32;  // slots per warp iteration
+constexpr int kTileRows = kWarps * kRows;  // 64
+static_assert(kTileRows == kAttentionTileRows, "a tile is one 16-row mma tile per warp");
+constexpr int kChunk = 64;  // slots per block iteration
 constexpr int kPad = 72;    // shared row stride in bf16 (144 B: the 8 rows of an ldmatrix hit distinct banks)
-constexpr int kUnitFloats = kRows * (kHd + 2);  // one (tile, head, split) partial: O, max, sum
+constexpr int kStageElems = 2 * kChunk * kPad;  // K and V of one chunk, bf16
+constexpr int kUnitFloats = kTileRows * (kHd + 2);  // one (tile, head, split) partial: O, max, sum
 constexpr int kMaxUnits = static_cast<int>(kAttentionWorkspaceFloats) / kUnitFloats;
 static_assert(kAttentionWorkspaceFloats % kUnitFloats == 0, "workspace holds whole partials");
 __device__ float g_workspace[kAttentionWorkspaceFloats];  // used when the caller passes none
@@ -186,6 +194,17 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t* r, const void* p) {
                : "r"(a));
 }
 
+// 16 bytes global -> shared without registers; src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 // Rounds a pair to bf16 (lo in the low half, the lower column of an mma fragment); lo and hi
 // receive the rounded values.
 __device__ __forceinline__ uint32_t pack_bf16(float& lo, float& hi) {
@@ -196,31 +215,36 @@ __device__ __forceinline__ uint32_t pack_bf16(float& lo, float& hi) {
 }
 
 __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAttentionParams p, int splits, float* ws) {
-  constexpr int kWarpElems = 2 * kChunk * kPad;  // K and V of one chunk, bf16
-  __shared__ __align__(16) nv_bf16 smem[kWarps * kWarpElems];
-  static_assert(sizeof(smem) >= sizeof(float) * kWarps * kRows * (kHd + 2), "merge area fits");
+  __shared__ __align__(16) nv_bf16 smem[2 * kStageElems];  // two stages of K and V
+  __shared__ int tile_max_vis;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int tile = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
-  const int first = p.tiles[2 * tile], rows = p.tiles[2 * tile + 1];
+  const int first = p.tiles[2 * tile], tile_rows = p.tiles[2 * tile + 1];
   const int seq = p.row_seq[first];
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   const int bs = static_cast<int>(p.block_size);
   const int64_t width = p.num_heads * kHd;
   const float scale_log2 = p.scale * 1.4426950408889634f;
 
-  // This thread's two fragment rows and their visible lengths.
+  // This thread's two fragment rows (of its warp's 16) and their visible lengths.
+  const int wrow = warp * kRows, rows = min(kRows, tile_rows - wrow);  // rows <= 0: the warp only loads
   const int r0 = lane >> 2, r1 = r0 + 8, cq = 2 * (lane & 3);
-  const int vis0 = r0 < rows ? p.visible_len[first + r0] : 0;
-  const int vis1 = r1 < rows ? p.visible_len[first + r1] : 0;
-  int max_vis = max(vis0, vis1);
-  for (int o = 16; o > 0; o >>= 1) max_vis = max(max_vis, __shfl_xor_sync(0xffffffffu, max_vis, o));
+  const int vis0 = r0 < rows ? p.visible_len[first + wrow + r0] : 0;
+  const int vis1 = r1 < rows ? p.visible_len[first + wrow + r1] : 0;
+  if (threadIdx.x == 0) tile_max_vis = 0;
+  __syncthreads();
+  int wmax = max(vis0, vis1);
+  for (int o = 16; o > 0; o >>= 1) wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+  if (lane == 0) atomicMax(&tile_max_vis, wmax);
+  __syncthreads();
+  const int max_vis = tile_max_vis;
 
   // Q as 4 A fragments (k = 16 dims each), bf16 straight from global memory.
   uint32_t qa[4][4];
   {
-    const nv_bf16* q0 = as_nv(p.q) + static_cast<int64_t>(first + r0) * p.q_stride + head * kHd;
-    const nv_bf16* q1 = as_nv(p.q) + static_cast<int64_t>(first + r1) * p.q_stride + head * kHd;
+    const nv_bf16* q0 = as_nv(p.q) + static_cast<int64_t>(first + wrow + r0) * p.q_stride + head * kHd;
+    const nv_bf16* q1 = as_nv(p.q) + static_cast<int64_t>(first + wrow + r1) * p.q_stride + head * kHd;
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const int d = 16 * kk + cq;
@@ -236,158 +260,150 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   for (int i = 0; i < 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // row max (log2 units), partial row sums
 
-  nv_bf16* ks = smem + warp * kWarpElems;
-  nv_bf16* vs = ks + kChunk * kPad;
-  const int parts = splits * kWarps, part = split * kWarps + warp;
-  const int num_chunks = (max_vis + kChunk - 1) / kChunk;
-  for (int c = part; c < num_chunks; c += parts) {
-    const int j0 = c * kChunk;
-    __syncwarp();  // the previous chunk's ldmatrix reads are done
+  // Chunk c of this split -> stage buffer: K rows then V rows, 8 x 16 bytes per slot each.
+  auto stage = [&](int c, int buf) {
+    nv_bf16* ks = smem + buf * kStageElems;
+    nv_bf16* vs = ks + kChunk * kPad;
 #pragma unroll
-    for (int t = 0; t < kChunk * 8 / 32; ++t) {
-      const int i = lane + 32 * t, j = i >> 3, part16 = i & 7, slot = j0 + j;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (slot < max_vis) {
-        const int64_t phys = static_cast<int64_t>(table[slot / bs]) * bs + slot % bs;
-        const int64_t off = phys * width + head * kHd + part16 * 8;
-        kv = *reinterpret_cast<const uint4*>(as_nv(p.k_cache) + off);
-        vv = *reinterpret_cast<const uint4*>(as_nv(p.v_cache) + off);
-      }
-      *reinterpret_cast<uint4*>(ks + j * kPad + part16 * 8) = kv;
-      *reinterpret_cast<uint4*>(vs + j * kPad + part16 * 8) = vv;
+    for (int t = 0; t < kChunk * 8 / (kWarps * 32); ++t) {
+      const int i = threadIdx.x + kWarps * 32 * t, j = i >> 3, part16 = i & 7, slot = c * kChunk + j;
+      const bool valid = slot < max_vis;
+      int64_t off = 0;
+      if (valid) off = (static_cast<int64_t>(table[slot / bs]) * bs + slot % bs) * width + head * kHd + part16 * 8;
+      cp_async16(ks + j * kPad + part16 * 8, as_nv(p.k_cache) + off, valid ? 16 : 0);
+      cp_async16(vs + j * kPad + part16 * 8, as_nv(p.v_cache) + off, valid ? 16 : 0);
     }
-    __syncwarp();
+    cp_async_commit();
+  };
 
-    float s[4][4];
+  const int num_chunks = (max_vis + kChunk - 1) / kChunk;
+  int buf = 0;
+  if (split < num_chunks) stage(split, 0);
+  for (int c = split; c < num_chunks; c += splits, buf ^= 1) {
+    if (c + splits < num_chunks) {
+      stage(c + splits, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this chunk is in shared memory for every warp
+    const nv_bf16* ks = smem + buf * kStageElems;
+    const nv_bf16* vs = ks + kChunk * kPad;
+    const int j0 = c * kChunk;
+    if (rows > 0) {
+      float s[8][4];
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+      for (int nt = 0; nt < 8; ++nt) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
-      for (int kp = 0; kp < 2; ++kp) {
-        uint32_t b[4];
-        ldsm_x4(b, ks + (nt * 8 + (lane & 7)) * kPad + kp * 32 + (lane >> 3) * 8);
-        mma16816(s[nt], qa[2 * kp], b[0], b[1]);
-        mma16816(s[nt], qa[2 * kp + 1], b[2], b[3]);
+        for (int kp = 0; kp < 2; ++kp) {
+          uint32_t b[4];
+          ldsm_x4(b, ks + (nt * 8 + (lane & 7)) * kPad + kp * 32 + (lane >> 3) * 8);
+          mma16816(s[nt], qa[2 * kp], b[0], b[1]);
+          mma16816(s[nt], qa[2 * kp + 1], b[2], b[3]);
+        }
+      }
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = j0 + nt * 8 + cq + (e & 1);
+          const bool valid = j < (e < 2 ? vis0 : vis1);
+          s[nt][e] = valid ? s[nt][e] * scale_log2 : -INFINITY;
+        }
+        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+      }
+#pragma unroll
+      for (int x = 1; x <= 2; x <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
+      }
+      const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+      const float u0 = n0 == -INFINITY ? 0.0f : n0, u1 = n1 == -INFINITY ? 0.0f : n1;
+      const float a0 = exp2f(m0 - u0), a1 = exp2f(m1 - u1);  // 0 while the row had no slot yet
+      m0 = n0;
+      m1 = n1;
+      // P = hi + lo, both bf16: P x V as two mma keeps P to ~16 significant bits (float32-like),
+      // so the only bf16 roundings are those of q, K and V themselves.
+      uint32_t pa[4][4], pl[4][4];
+      float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const float p0 = exp2f(s[nt][0] - u0), p1 = exp2f(s[nt][1] - u0);
+        const float p2 = exp2f(s[nt][2] - u1), p3 = exp2f(s[nt][3] - u1);
+        float h0 = p0, h1 = p1, h2 = p2, h3 = p3;
+        pa[nt >> 1][(nt & 1) * 2] = pack_bf16(h0, h1);
+        pa[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(h2, h3);
+        float e0 = p0 - h0, e1 = p1 - h1, e2 = p2 - h2, e3 = p3 - h3;
+        pl[nt >> 1][(nt & 1) * 2] = pack_bf16(e0, e1);
+        pl[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(e2, e3);
+        sum0 += p0 + p1;
+        sum1 += p2 + p3;
+      }
+      l0 = l0 * a0 + sum0;
+      l1 = l1 * a1 + sum1;
+#pragma unroll
+      for (int dt = 0; dt < 8; ++dt) {
+        o[dt][0] *= a0;
+        o[dt][1] *= a0;
+        o[dt][2] *= a1;
+        o[dt][3] *= a1;
+      }
+#pragma unroll
+      for (int kc = 0; kc < 4; ++kc) {
+#pragma unroll
+        for (int dp = 0; dp < 4; ++dp) {
+          uint32_t b[4];
+          ldsm_x4_trans(b, vs + (16 * kc + ((lane >> 3) & 1) * 8 + (lane & 7)) * kPad + 16 * dp + (lane >> 4) * 8);
+          mma16816(o[2 * dp], pa[kc], b[0], b[1]);
+          mma16816(o[2 * dp + 1], pa[kc], b[2], b[3]);
+          mma16816(o[2 * dp], pl[kc], b[0], b[1]);
+          mma16816(o[2 * dp + 1], pl[kc], b[2], b[3]);
+        }
       }
     }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = j0 + nt * 8 + cq + (e & 1);
-        const bool valid = j < (e < 2 ? vis0 : vis1);
-        s[nt][e] = valid ? s[nt][e] * scale_log2 : -INFINITY;
-      }
-      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-#pragma unroll
-    for (int x = 1; x <= 2; x <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
-    }
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    const float u0 = n0 == -INFINITY ? 0.0f : n0, u1 = n1 == -INFINITY ? 0.0f : n1;
-    const float a0 = exp2f(m0 - u0), a1 = exp2f(m1 - u1);  // 0 while the row had no slot yet
-    m0 = n0;
-    m1 = n1;
-    // P = hi + lo, both bf16: P x V as two mma keeps P to ~16 significant bits (float32-like),
-    // so the only bf16 roundings are those of q, K and V themselves.
-    uint32_t pa[2][4], pl[2][4];
-    float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const float p0 = exp2f(s[nt][0] - u0), p1 = exp2f(s[nt][1] - u0);
-      const float p2 = exp2f(s[nt][2] - u1), p3 = exp2f(s[nt][3] - u1);
-      float h0 = p0, h1 = p1, h2 = p2, h3 = p3;
-      pa[nt >> 1][(nt & 1) * 2] = pack_bf16(h0, h1);
-      pa[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(h2, h3);
-      float e0 = p0 - h0, e1 = p1 - h1, e2 = p2 - h2, e3 = p3 - h3;
-      pl[nt >> 1][(nt & 1) * 2] = pack_bf16(e0, e1);
-      pl[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16(e2, e3);
-      sum0 += p0 + p1;
-      sum1 += p2 + p3;
-    }
-    l0 = l0 * a0 + sum0;
-    l1 = l1 * a1 + sum1;
-#pragma unroll
-    for (int dt = 0; dt < 8; ++dt) {
-      o[dt][0] *= a0;
-      o[dt][1] *= a0;
-      o[dt][2] *= a1;
-      o[dt][3] *= a1;
-    }
-#pragma unroll
-    for (int kc = 0; kc < 2; ++kc) {
-#pragma unroll
-      for (int dp = 0; dp < 4; ++dp) {
-        uint32_t b[4];
-        ldsm_x4_trans(b, vs + (16 * kc + ((lane >> 3) & 1) * 8 + (lane & 7)) * kPad + 16 * dp + (lane >> 4) * 8);
-        mma16816(o[2 * dp], pa[kc], b[0], b[1]);
-        mma16816(o[2 * dp + 1], pa[kc], b[2], b[3]);
-        mma16816(o[2 * dp], pl[kc], b[0], b[1]);
-        mma16816(o[2 * dp + 1], pl[kc], b[2], b[3]);
-      }
-    }
+    __syncthreads();  // every warp is done with this buffer before it is refilled
   }
+  if (rows <= 0) return;
 #pragma unroll
   for (int x = 1; x <= 2; x <<= 1) {
     l0 += __shfl_xor_sync(0xffffffffu, l0, x);
     l1 += __shfl_xor_sync(0xffffffffu, l1, x);
   }
-
-  // Merge the 4 warps in shared memory (reusing the K/V area).
-  __syncthreads();
-  float* mo = reinterpret_cast<float*>(smem);  // [kWarps][kRows][kHd]
-  float* mm = mo + kWarps * kRows * kHd;       // [kWarps][kRows]
-  float* ml = mm + kWarps * kRows;             // [kWarps][kRows]
+  if (splits == 1) {
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int dt = 0; dt < 8; ++dt) {
+      const int d = head * kHd + dt * 8 + cq;
+      if (r0 < rows)
+        *reinterpret_cast<__nv_bfloat162*>(as_nv(p.out) + (first + wrow + r0) * p.out_stride + d) =
+            __floats2bfloat162_rn(o[dt][0] * i0, o[dt][1] * i0);
+      if (r1 < rows)
+        *reinterpret_cast<__nv_bfloat162*>(as_nv(p.out) + (first + wrow + r1) * p.out_stride + d) =
+            __floats2bfloat162_rn(o[dt][2] * i1, o[dt][3] * i1);
+    }
+    return;
+  }
+  float* u = ws + ((static_cast<int64_t>(split) * p.num_tiles + tile) * p.num_heads + head) * kUnitFloats;
 #pragma unroll
   for (int dt = 0; dt < 8; ++dt) {
-    float* w0 = mo + (warp * kRows + r0) * kHd + dt * 8 + cq;
-    float* w1 = mo + (warp * kRows + r1) * kHd + dt * 8 + cq;
-    w0[0] = o[dt][0];
-    w0[1] = o[dt][1];
-    w1[0] = o[dt][2];
-    w1[1] = o[dt][3];
+    u[(wrow + r0) * kHd + dt * 8 + cq] = o[dt][0];
+    u[(wrow + r0) * kHd + dt * 8 + cq + 1] = o[dt][1];
+    u[(wrow + r1) * kHd + dt * 8 + cq] = o[dt][2];
+    u[(wrow + r1) * kHd + dt * 8 + cq + 1] = o[dt][3];
   }
   if ((lane & 3) == 0) {
-    mm[warp * kRows + r0] = m0;
-    mm[warp * kRows + r1] = m1;
-    ml[warp * kRows + r0] = l0;
-    ml[warp * kRows + r1] = l1;
-  }
-  __syncthreads();
-  const int64_t unit = (static_cast<int64_t>(split) * p.num_tiles + tile) * p.num_heads + head;
-  for (int e = threadIdx.x; e < kRows * kHd; e += kWarps * 32) {
-    const int r = e / kHd, d = e % kHd;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, mm[w * kRows + r]);
-    float acc = 0.0f, sum = 0.0f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float f = exp2f(mm[w * kRows + r] - mx);
-        acc += f * mo[(w * kRows + r) * kHd + d];
-        sum += f * ml[w * kRows + r];
-      }
-    }
-    if (splits == 1) {
-      if (r < rows)
-        as_nv(p.out)[(first + r) * p.out_stride + head * kHd + d] = __float2bfloat16(sum > 0.0f ? acc / sum : 0.0f);
-    } else {
-      float* u = ws + unit * kUnitFloats;
-      u[r * kHd + d] = acc;
-      if (d == 0) {
-        u[kRows * kHd + r] = mx;
-        u[kRows * kHd + kRows + r] = sum;
-      }
-    }
+    u[kTileRows * kHd + wrow + r0] = m0;
+    u[kTileRows * kHd + wrow + r1] = m1;
+    u[kTileRows * kHd + kTileRows + wrow + r0] = l0;
+    u[kTileRows * kHd + kTileRows + wrow + r1] = l1;
   }
 }
 
-// Merges the splits' partials of one (tile, head).
+// Merges the splits' partials of one (tile, head). A split that saw no slot of a row has max
+// -inf and contributes nothing.
 __global__ void __launch_bounds__(128) attention_merge_kernel(PagedAttentionParams p, int splits, const float* ws) {
   const int tile = blockIdx.x, head = blockIdx.y;
   const int first = p.tiles[2 * tile], rows = p.tiles[2 * tile + 1];
@@ -396,14 +412,14 @@ __global__ void __launch_bounds__(128) attention_merge_kernel(PagedAttentionPara
   for (int e = threadIdx.x; e < rows * kHd; e += blockDim.x) {
     const int r = e / kHd, d = e % kHd;
     float mx = -INFINITY;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, base[s * stride + kRows * kHd + r]);
+    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, base[s * stride + kTileRows * kHd + r]);
     float acc = 0.0f, sum = 0.0f;
     if (mx != -INFINITY) {
       for (int s = 0; s < splits; ++s) {
         const float* u = base + s * stride;
-        const float f = exp2f(u[kRows * kHd + r] - mx);
+        const float f = exp2f(u[kTileRows * kHd + r] - mx);
         acc += f * u[r * kHd + d];
-        sum += f * u[kRows * kHd + kRows + r];
+        sum += f * u[kTileRows * kHd + kTileRows + r];
       }
     }
     as_nv(p.out)[(first + r) * p.out_stride + head * kHd + d] = __float2bfloat16(sum > 0.0f ? acc / sum : 0.0f);
@@ -452,7 +468,7 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
     const int64_t blocks = p.num_tiles * p.num_heads, target = 2 * static_cast<int64_t>(sm_count());
     if (blocks < target) {
       const int64_t max_chunks = (p.max_blocks_per_seq * p.block_size + kChunk - 1) / kChunk;
-      splits = std::min({(target + blocks - 1) / blocks, std::max<int64_t>(1, max_chunks / kWarps), int64_t{16},
+      splits = std::min({(target + blocks - 1) / blocks, max_chunks, int64_t{16},
                          static_cast<int64_t>(kMaxUnits) / blocks});
       splits = std::max<int64_t>(1, splits);
     }
@@ -476,8 +492,8 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
       return Status::kDeviceError;
     raised = true;
   }
-  attention_generic_kernel<<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads)), kThreads,
-                             smem, stream>>>(p, chunk);
+  attention_generic_kernel<<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), kSubTiles),
+                             kThreads, smem, stream>>>(p, chunk);
   return launched();
 }
 

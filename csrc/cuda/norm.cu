@@ -3,7 +3,8 @@
 // (lpd/kernels/norm.h). LayerNorm: one block per row; the row is read twice (mean, then the
 // centred variance) from L1/L2 rather than held in registers, so any dim works. GroupNorm: the
 // image is too large for one block, so a statistics pass (16-byte loads, per-channel sums in
-// registers, then per-group float64 atomics) precedes an elementwise apply pass.
+// registers, per-block partials, then a fixed-order float64 reduction: the same bits every
+// run) precedes an elementwise apply pass.
 #include "common.cuh"
 #include "lpd/kernels/norm.h"
 
@@ -51,14 +52,13 @@ struct Vec8 {  // 8 bf16 channels, one 16-byte access
 };
 
 // Block: a chunk of pixels of one image (blockIdx.y). Thread t owns channel vector t % vpp of
-// rows t / vpp, t / vpp + rows_per_iter, ... so its 8 channels never change.
-__global__ void group_norm_stats_kernel(nv_bf16* __restrict__ x, const nv_bf16* __restrict__ bias, bool fold,
-                                        int64_t pixels, int64_t channels, int64_t groups, int64_t chunk,
-                                        double* __restrict__ sums) {
-  extern __shared__ float acc[];  // [2 * channels]
+// rows t / vpp, t / vpp + rows_per_iter, ... so its 8 channels never change. Writes the block's
+// per-group sum and sum of squares to partial[image][block][group][2].
+__global__ void group_norm_partial_kernel(nv_bf16* __restrict__ x, const nv_bf16* __restrict__ bias, bool fold,
+                                          int64_t pixels, int64_t channels, int64_t groups, int64_t chunk,
+                                          float* __restrict__ partial) {
+  __shared__ float per_thread[2][kGnThreads * 8];  // [sum, squares][row0 * channels + channel]
   const int64_t vpp = channels / 8, rows_per_iter = kGnThreads / vpp;
-  for (int64_t i = threadIdx.x; i < 2 * channels; i += blockDim.x) acc[i] = 0.0f;
-  __syncthreads();
   const int64_t col = threadIdx.x % vpp, row0 = threadIdx.x / vpp;
   if (row0 < rows_per_iter) {
     float b[8], s[8] = {}, q[8] = {};
@@ -78,35 +78,48 @@ __global__ void group_norm_stats_kernel(nv_bf16* __restrict__ x, const nv_bf16* 
       }
     }
     for (int j = 0; j < 8; ++j) {
-      atomicAdd(&acc[col * 8 + j], s[j]);
-      atomicAdd(&acc[channels + col * 8 + j], q[j]);
+      per_thread[0][row0 * channels + col * 8 + j] = s[j];
+      per_thread[1][row0 * channels + col * 8 + j] = q[j];
     }
   }
   __syncthreads();
+  // Fixed-order sums (no atomics): the same bits every run.
   const int64_t per_group = channels / groups;
+  float* out = partial + (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * groups * 2;
+  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+    float sg = 0.0f, qg = 0.0f;
+    for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c)
+      for (int64_t r = 0; r < rows_per_iter; ++r) {
+        sg += per_thread[0][r * channels + c];
+        qg += per_thread[1][r * channels + c];
+      }
+    out[2 * g] = sg;
+    out[2 * g + 1] = qg;
+  }
+}
+
+// One block per image: the blocks' partials summed in order (float64), then mean and rstd.
+__global__ void group_norm_finalize_kernel(const float* __restrict__ partial, int64_t blocks, int64_t groups,
+                                           double count, float eps, float* __restrict__ stats) {
   for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
     double s = 0.0, q = 0.0;
-    for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {
-      s += acc[c];
-      q += acc[channels + c];
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* u = partial + ((blockIdx.x * blocks + b) * groups + g) * 2;
+      s += u[0];
+      q += u[1];
     }
-    atomicAdd(&sums[(blockIdx.y * groups + g) * 2], s);
-    atomicAdd(&sums[(blockIdx.y * groups + g) * 2 + 1], q);
+    const double mean = s / count, var = fmax(q / count - mean * mean, 0.0);
+    stats[(blockIdx.x * groups + g) * 2] = static_cast<float>(mean);
+    stats[(blockIdx.x * groups + g) * 2 + 1] = rsqrtf(static_cast<float>(var) + eps);
   }
 }
 
 __global__ void group_norm_apply_kernel(const nv_bf16* __restrict__ x, const nv_bf16* __restrict__ bias,
-                                        const double* __restrict__ sums, const float* __restrict__ gamma,
-                                        const float* __restrict__ beta, float eps, bool swish, int64_t pixels,
+                                        const float* __restrict__ stats, const float* __restrict__ gamma,
+                                        const float* __restrict__ beta, bool swish, int64_t pixels,
                                         int64_t channels, int64_t groups, nv_bf16* __restrict__ out) {
   extern __shared__ float stat[];  // [groups][2]: mean, rstd of image blockIdx.y
-  const double count = static_cast<double>(pixels) * static_cast<double>(channels / groups);
-  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
-    const double* sg = sums + (blockIdx.y * groups + g) * 2;
-    const double mean = sg[0] / count, var = fmax(sg[1] / count - mean * mean, 0.0);
-    stat[2 * g] = static_cast<float>(mean);
-    stat[2 * g + 1] = rsqrtf(static_cast<float>(var) + eps);
-  }
+  for (int64_t i = threadIdx.x; i < 2 * groups; i += blockDim.x) stat[i] = stats[blockIdx.y * groups * 2 + i];
   __syncthreads();
   const int64_t vpp = channels / 8, per_group = channels / groups, vectors = pixels * vpp;
   const uint4* in = reinterpret_cast<const uint4*>(x + blockIdx.y * pixels * channels);
@@ -118,8 +131,7 @@ __global__ void group_norm_apply_kernel(const nv_bf16* __restrict__ x, const nv_
     for (int j = 0; j < 8; ++j) {
       const int64_t c = c0 + j, g = c / per_group;
       float f = v.get(j);
-      if (bias) f += __bfloat162float(bias[c]);
-      if (bias) f = __bfloat162float(__float2bfloat16(f));  // the value a folded x would hold
+      if (bias) f = __bfloat162float(__float2bfloat16(f + __bfloat162float(bias[c])));  // as a folded x holds it
       f = (f - stat[2 * g]) * stat[2 * g + 1] * gamma[c] + beta[c];
       if (swish) f = f / (1.0f + __expf(-f));
       v.set(j, f);
@@ -128,25 +140,36 @@ __global__ void group_norm_apply_kernel(const nv_bf16* __restrict__ x, const nv_
   }
 }
 
+int64_t gn_chunk(int64_t channels) { return std::max<int64_t>(1, 65536 / channels); }
+
 }  // namespace
 
+size_t group_norm_workspace_floats(int64_t n, int64_t pixels, int64_t channels, int64_t groups) {
+  if (n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0) return 0;
+  const int64_t chunk = gn_chunk(channels);
+  return static_cast<size_t>(n * ((pixels + chunk - 1) / chunk) * groups * 2);
+}
+
 Status group_norm_stats(bf16* x, const bf16* bias, bool fold, int64_t n, int64_t pixels, int64_t channels,
-                        int64_t groups, double* sums, Stream stream) {
-  if (!x || !sums || n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 || channels % groups) return Status::kInvalidArgument;
+                        int64_t groups, float eps, float* workspace, float* stats, Stream stream) {
+  if (!x || !workspace || !stats || n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 || channels % groups)
+    return Status::kInvalidArgument;
   if (channels % 8 || channels / 8 > kGnThreads) return Status::kUnsupported;
-  if (cudaMemsetAsync(sums, 0, static_cast<size_t>(n * groups * 2) * sizeof(double), stream) != cudaSuccess)
-    return Status::kDeviceError;
-  const int64_t chunk = std::max<int64_t>(1, 65536 / channels);
-  const dim3 grid(static_cast<unsigned>((pixels + chunk - 1) / chunk), static_cast<unsigned>(n));
-  group_norm_stats_kernel<<<grid, kGnThreads, 2 * channels * sizeof(float), stream>>>(
-      as_nv(x), as_nv(bias), fold, pixels, channels, groups, chunk, sums);
+  const int64_t chunk = gn_chunk(channels), blocks = (pixels + chunk - 1) / chunk;
+  group_norm_partial_kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(n)), kGnThreads, 0,
+                              stream>>>(as_nv(x), as_nv(bias), fold, pixels, channels,
+                                                                      groups, chunk, workspace);
+  if (cudaPeekAtLastError() != cudaSuccess) return Status::kDeviceError;
+  const double count = static_cast<double>(pixels) * static_cast<double>(channels / groups);
+  group_norm_finalize_kernel<<<static_cast<unsigned>(n), 128, 0, stream>>>(workspace, blocks, groups, count, eps,
+                                                                           stats);
   return launched();
 }
 
-Status group_norm_apply(const bf16* x, const bf16* bias, const double* sums, const float* gamma, const float* beta,
-                        float eps, bool swish, int64_t n, int64_t pixels, int64_t channels, int64_t groups, bf16* out,
+Status group_norm_apply(const bf16* x, const bf16* bias, const float* stats, const float* gamma, const float* beta,
+                        bool swish, int64_t n, int64_t pixels, int64_t channels, int64_t groups, bf16* out,
                         Stream stream) {
-  if (!x || !sums || !gamma || !beta || !out || n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 ||
+  if (!x || !stats || !gamma || !beta || !out || n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 ||
       channels % groups)
     return Status::kInvalidArgument;
   if (channels % 8) return Status::kUnsupported;
@@ -154,7 +177,7 @@ Status group_norm_apply(const bf16* x, const bf16* bias, const double* sums, con
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((vectors + kGnThreads - 1) / kGnThreads, 1024)),
                   static_cast<unsigned>(n));
   group_norm_apply_kernel<<<grid, kGnThreads, 2 * groups * sizeof(float), stream>>>(
-      as_nv(x), as_nv(bias), sums, gamma, beta, eps, swish, pixels, channels, groups, as_nv(out));
+      as_nv(x), as_nv(bias), stats, gamma, beta, swish, pixels, channels, groups, as_nv(out));
   return launched();
 }
 

@@ -6,13 +6,15 @@
 // its output buffer and the next operator adds it to its input (GroupNorm statistics, folded
 // back into the residual stream x; GroupNorm apply; upsampling; the uint8 conversion), rounding
 // to bf16 as a bf16 conv + bias would. `pending` below tracks the bias owed by x. The 1x1
-// convolutions are cuBLASLt GEMMs with the bias in their epilogue.
+// convolutions are cuBLASLt GEMMs with the bias in their epilogue. Each chunk size's pass is
+// replayed as a CUDA graph from its third use on.
 #include "lpd/cuda_vq_decoder.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -77,13 +79,36 @@ struct CudaVqDecoder::Impl {
   std::vector<Level> levels;
   GroupNorm norm_out;
 
-  // activations: four buffers of max_batch x the largest level, ids, pixels, GroupNorm sums
+  // activations: four buffers of max_batch x the largest level, ids, pixels, GroupNorm statistics
   DeviceBuffer<bf16> buf[4];
   DeviceBuffer<int32_t> ids;
   DeviceBuffer<uint8_t> rgb;
-  DeviceBuffer<double> sums;
+  DeviceBuffer<float> gn_work, gn_stats;
   uint8_t* rgb_host = nullptr;  // pinned
   int32_t* ids_host = nullptr;  // pinned
+  // forward() per chunk size: eager the first time (cuDNN and cuBLASLt plans are made then),
+  // captured the second time, replayed as a CUDA graph after that.
+  std::map<int64_t, cudaGraphExec_t> graphs;
+  std::map<int64_t, int> seen;
+
+  void run(int64_t n) {
+    auto g = graphs.find(n);
+    if (g != graphs.end()) {
+      cuda_check(cudaGraphLaunch(g->second, stream), "graph launch");
+    } else if (seen[n]++ == 0) {
+      forward(n, rgb.ptr);
+    } else {
+      cudaGraph_t graph;
+      cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+      forward(n, rgb.ptr);
+      cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
+      cudaGraphExec_t exec;
+      cuda_check(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
+      cudaGraphDestroy(graph);
+      graphs[n] = exec;
+      cuda_check(cudaGraphLaunch(exec, stream), "graph launch");
+    }
+  }
 
   template <typename T>
   const T* upload(const std::vector<T>& host) {
@@ -154,11 +179,12 @@ struct CudaVqDecoder::Impl {
   const bf16* pending = nullptr;                                   // bias owed by x
 
   void stats(bf16* in, const bf16* bias, bool fold, int64_t n, int64_t pixels, int64_t ch) {
-    check(kc::group_norm_stats(in, bias, fold, n, pixels, ch, kGroups, sums.ptr, stream), "group_norm_stats");
+    check(kc::group_norm_stats(in, bias, fold, n, pixels, ch, kGroups, kGnEps, gn_work.ptr, gn_stats.ptr, stream),
+          "group_norm_stats");
   }
   void apply(const bf16* in, const bf16* bias, const GroupNorm& g, bool swish, int64_t n, int64_t pixels, int64_t ch,
              bf16* out) {
-    check(kc::group_norm_apply(in, bias, sums.ptr, g.gamma, g.beta, kGnEps, swish, n, pixels, ch, kGroups, out,
+    check(kc::group_norm_apply(in, bias, gn_stats.ptr, g.gamma, g.beta, swish, n, pixels, ch, kGroups, out,
                                stream),
           "group_norm_apply");
   }
@@ -296,6 +322,11 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
   const int64_t num_levels = static_cast<int64_t>(c.ch_mult.size());
   int64_t block_in = c.ch * c.ch_mult.back();
   int64_t largest = grid * grid * std::max(block_in, c.z_channels);  // elements per image, any buffer
+  size_t gn_work = 0;  // GroupNorm partials per image, the most any statistics pass needs
+  auto note_gn = [&](int64_t pixels, int64_t ch) {
+    gn_work = std::max(gn_work, kc::group_norm_workspace_floats(1, pixels, ch, kGroups));
+  };
+  note_gn(grid * grid, block_in);
   m.conv_in = m.load_conv(st, "vq.decoder.conv_in", block_in, c.z_channels, 3);
   m.mid0 = m.load_resnet(st, "vq.decoder.mid.0", block_in, block_in);
   m.mid1 = m.load_attn(st, "vq.decoder.mid.1", block_in);
@@ -307,6 +338,8 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
     const std::string p = "vq.decoder.conv_blocks." + std::to_string(i);
     for (int64_t r = 0; r < c.decoder_res_blocks; ++r) {
       lv.res.push_back(m.load_resnet(st, p + ".res." + std::to_string(r), block_in, block_out));
+      note_gn(side * side, block_in);
+      note_gn(side * side, block_out);
       block_in = block_out;
       if (i == 0) lv.attn.push_back(m.load_attn(st, p + ".attn." + std::to_string(r), block_in));
     }
@@ -324,6 +357,7 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
   m.norm_out = m.load_norm(st, "vq.decoder.norm_out", block_in);
   m.conv_out = m.load_conv(st, "vq.decoder.conv_out", 3, block_in, 3, 8);
   largest = std::max(largest, side * side * 8);
+  note_gn(side * side, block_in);
 
   m.max_batch = std::clamp<int64_t>(static_cast<int64_t>(activation_bytes / (4 * 2 * static_cast<size_t>(largest))), 1,
                                     kMaxBatch);
@@ -331,16 +365,18 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
   for (auto& b : m.buf) b.resize(static_cast<size_t>(max_batch * largest));
   m.ids.resize(static_cast<size_t>(max_batch * grid * grid));
   m.rgb.resize(static_cast<size_t>(max_batch * side * side * 3));
-  m.sums.resize(static_cast<size_t>(max_batch * kGroups * 2));
+  m.gn_work.resize(static_cast<size_t>(max_batch) * gn_work);
+  m.gn_stats.resize(static_cast<size_t>(max_batch * kGroups * 2));
   cuda_check(cudaMallocHost(&m.rgb_host, m.rgb.count), "cudaMallocHost");
   cuda_check(cudaMallocHost(&m.ids_host, m.ids.count * sizeof(int32_t)), "cudaMallocHost");
   device_bytes_ = static_cast<int64_t>(m.arena.count + 4 * m.buf[0].count * 2 + m.ids.count * 4 + m.rgb.count +
-                                       m.sums.count * 8 + kConvWorkspaceBytes);
+                                       (m.gn_work.count + m.gn_stats.count) * 4 + kConvWorkspaceBytes);
 }
 
 CudaVqDecoder::~CudaVqDecoder() {
   Impl& m = *impl_;
   if (m.stream) cudaStreamSynchronize(m.stream);
+  for (auto& [n, g] : m.graphs) cudaGraphExecDestroy(g);
   if (m.rgb_host) cudaFreeHost(m.rgb_host);
   if (m.ids_host) cudaFreeHost(m.ids_host);
   kc::conv_context_destroy(m.conv_ctx);
@@ -364,7 +400,7 @@ void CudaVqDecoder::decode(const int64_t* tokens, int64_t batch, uint8_t* rgb) {
     cuda_check(cudaMemcpyAsync(m.ids.ptr, m.ids_host, static_cast<size_t>(n * n_tok) * 4, cudaMemcpyHostToDevice,
                                m.stream),
                "ids upload");
-    m.forward(n, m.rgb.ptr);
+    m.run(n);
     cuda_check(cudaMemcpyAsync(m.rgb_host, m.rgb.ptr, static_cast<size_t>(n * image_bytes), cudaMemcpyDeviceToHost,
                                m.stream),
                "pixels download");

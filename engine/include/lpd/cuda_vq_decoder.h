@@ -7,7 +7,8 @@
 // in float32 at load). Images go through in chunks of max_batch() images, so the activation
 // memory is fixed at construction: 4 bf16 buffers of max_batch() x the largest level
 // (pixels x channels), within activation_bytes (at least one image, at most 64), plus a
-// 256 MiB cuDNN workspace. Built only with LPD_WITH_CUDA; this header needs no CUDA header.
+// 256 MiB cuDNN workspace. A chunk size seen before replays as a CUDA graph. Built only with
+// LPD_WITH_CUDA; this header needs no CUDA header.
 #pragma once
 
 #include <cstddef>

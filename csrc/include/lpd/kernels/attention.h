@@ -33,8 +33,8 @@ Status paged_attention(const PagedAttentionParams& p);
 namespace cuda {
 // Device position-query group attention, bf16 q/K/V, float32 scores, softmax and accumulation
 // (online softmax over slot chunks; head_dim 64 on tensor cores, P x V with P as bf16 hi + lo).
-// Rows are processed in tiles of consecutive rows of one sequence (plan_attention_tiles) so that
-// each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the GPU, the slots are split
+// Rows are processed in tiles of up to 64 consecutive rows of one sequence (plan_attention_tiles)
+// so that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the GPU, the slots are split
 // across blocks and merged by a second kernel through `workspace` (kAttentionWorkspaceFloats
 // floats, owned by the caller and used only by its stream); a null workspace uses one static
 // device buffer, which is safe only while a single stream at a time runs attention (tests).
@@ -54,8 +54,8 @@ struct PagedAttentionParams {
   int64_t out_stride;
   float* workspace = nullptr;  // kAttentionWorkspaceFloats floats of device memory, or null
 };
-constexpr int64_t kAttentionTileRows = 16;
-constexpr int64_t kAttentionWorkspaceFloats = 1024 * 16 * 66;  // 1024 split partials of a 16-row tile
+constexpr int64_t kAttentionTileRows = 64;
+constexpr int64_t kAttentionWorkspaceFloats = 512 * 64 * 66;  // 512 split partials of a 64-row tile
 constexpr int64_t kAttentionMaxHeadDim = 256;
 // Host helper: splits runs of equal row_seq into tiles of at most kAttentionTileRows rows.
 // tiles receives 2 ints per tile; returns the tile count.

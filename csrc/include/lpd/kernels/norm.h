@@ -3,6 +3,7 @@
 // Statistics are accumulated in double, outputs are float32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "lpd/kernels/common.h"
@@ -31,15 +32,18 @@ Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const f
 Status gelu_erf(bf16* x, int64_t n, Stream stream);
 
 // GroupNorm over a batch of channels-last bf16 images x [n, pixels, channels] (+ bias[channels],
-// may be null), in two launches. group_norm_stats adds per (image, group) sum and sum of squares
-// into sums [n, groups, 2] (float64, zeroed here first); with fold it also writes x + bias back
-// into x (rounded to bf16, and the statistics are those of the rounded values). group_norm_apply
-// then writes out = y or y * sigmoid(y) (swish), y = (x + bias - mean) / sqrt(var + eps) * gamma
-// + beta, float32 inside. channels a multiple of 8 and of groups; out may alias x.
+// may be null), in two steps. group_norm_stats writes mean and 1 / sqrt(var + eps) of each
+// (image, group) to stats [n, groups, 2] (float32): per-block partial sums in `workspace`
+// (group_norm_workspace_floats floats) reduced in a fixed order in float64, so the result is
+// the same every run. With fold it also writes x + bias back into x (rounded to bf16; the
+// statistics are those of the rounded values). group_norm_apply then writes out = y or
+// y * sigmoid(y) (swish), y = (x + bias - mean) * rstd * gamma + beta, float32 inside.
+// channels a multiple of 8 and of groups, at most 2048; out may alias x.
+size_t group_norm_workspace_floats(int64_t n, int64_t pixels, int64_t channels, int64_t groups);
 Status group_norm_stats(bf16* x, const bf16* bias, bool fold, int64_t n, int64_t pixels, int64_t channels,
-                        int64_t groups, double* sums, Stream stream);
-Status group_norm_apply(const bf16* x, const bf16* bias, const double* sums, const float* gamma, const float* beta,
-                        float eps, bool swish, int64_t n, int64_t pixels, int64_t channels, int64_t groups, bf16* out,
+                        int64_t groups, float eps, float* workspace, float* stats, Stream stream);
+Status group_norm_apply(const bf16* x, const bf16* bias, const float* stats, const float* gamma, const float* beta,
+                        bool swish, int64_t n, int64_t pixels, int64_t channels, int64_t groups, bf16* out,
                         Stream stream);
 }  // namespace cuda
 
