@@ -168,43 +168,6 @@ constexpr int kMaxUnits = static_cast<int>(kAttentionWorkspaceFloats) / kUnitFlo
 static_assert(kAttentionWorkspaceFloats % kUnitFloats == 0, "workspace holds whole partials");
 __device__ float g_workspace[kAttentionWorkspaceFloats];  // used when the caller passes none
 
-__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t* r, const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t* r, const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-// 16 bytes global -> shared without registers; src_bytes 0 writes zeros.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // Rounds a pair to bf16 (lo in the low half, the lower column of an mma fragment); lo and hi
 // receive the rounded values.
 __device__ __forceinline__ uint32_t pack_bf16(float& lo, float& hi) {
@@ -270,8 +233,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
       const bool valid = slot < max_vis;
       int64_t off = 0;
       if (valid) off = (static_cast<int64_t>(table[slot / bs]) * bs + slot % bs) * width + head * kHd + part16 * 8;
-      cp_async16(ks + j * kPad + part16 * 8, as_nv(p.k_cache) + off, valid ? 16 : 0);
-      cp_async16(vs + j * kPad + part16 * 8, as_nv(p.v_cache) + off, valid ? 16 : 0);
+      cp_async16(ks + j * kPad + part16 * 8, as_nv(p.k_cache) + off, valid);
+      cp_async16(vs + j * kPad + part16 * 8, as_nv(p.v_cache) + off, valid);
     }
     cp_async_commit();
   };
