@@ -38,7 +38,7 @@ def ok(status):
     torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("rows,dim", [(7, 1037), (33, 64), (1, 1280)])
+@pytest.mark.parametrize("rows,dim", [(7, 1037), (33, 64), (1, 1280), (300, 1024)])  # block / warp paths
 def test_layer_norm(rows, dim):
     g = torch.Generator(device=DEV).manual_seed(rows * dim)
     x = torch.randn(rows + 3, dim, device=DEV, generator=g) * 3 + 1
@@ -53,8 +53,9 @@ def test_layer_norm(rows, dim):
     assert rel(out, ref) <= GPU_ERROR_RATIO * rel(same, ref) + 1e-6
 
 
-def test_gelu():
-    x = (torch.randn(100_003, device=DEV) * 4).bfloat16()
+@pytest.mark.parametrize("n", [100_003, 8 * 12_345])  # scalar / 16-byte paths
+def test_gelu(n):
+    x = (torch.randn(n, device=DEV) * 4).bfloat16()
     y = x.clone()
     ok(K.gelu_erf(y.data_ptr(), y.numel()))
     ref = torch.nn.functional.gelu(x.double())

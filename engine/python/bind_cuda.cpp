@@ -1,8 +1,7 @@
 // lpd_engine._C.cuda_kernels: the raw CUDA launchers of csrc/cuda for tests/test_cuda.py and
 // bench/. Pointers are integers (torch's tensor.data_ptr()), work goes on the default stream,
 // and each call returns the launcher's status string ("ok" or why not). Built only with the
-// CUDA path; no logic here beyond argument conversion (and rows_gemm's split-K buffers).
-#include <cuda_runtime.h>
+// CUDA path; no logic here beyond argument conversion.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -80,44 +79,6 @@ void bind_cuda(py::module_& parent) {
       py::arg("a"), py::arg("lda"), py::arg("w"), py::arg("ldw"), py::arg("bias"), py::arg("c"), py::arg("ldc"),
       py::arg("rows"), py::arg("n"), py::arg("k"), py::arg("out_fp32"), py::arg("accumulate"), py::arg("w_kn") = false,
       py::arg("batch") = 1, py::arg("stride_a") = 0, py::arg("stride_w") = 0, py::arg("stride_c") = 0);
-  m.def("rows_gemm_workspace_floats",
-        [](int64_t n) { return static_cast<int64_t>(kc::rows_gemm_workspace_floats(n)); });
-  m.def(
-      "rows_gemm",
-      [](uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc, int64_t rows,
-         int64_t n, int64_t k, int epilogue, uintptr_t slots, uintptr_t k_cache, uintptr_t v_cache, int64_t width) {
-        // One split-K workspace and counter array for every call (default stream), grown to the
-        // largest n seen; the counters start at zero and the kernel leaves them at zero.
-        static float* workspace = nullptr;
-        static int32_t* counters = nullptr;
-        static int64_t capacity = 0;
-        if (n > capacity) {
-          cudaFree(workspace);
-          cudaFree(counters);
-          workspace = nullptr;
-          counters = nullptr;
-          capacity = 0;
-          const size_t ws_bytes = sizeof(float) * kc::rows_gemm_workspace_floats(n);
-          const size_t counter_bytes = sizeof(int32_t) * static_cast<size_t>(kc::rows_gemm_counter_count(n));
-          if (cudaMalloc(&workspace, ws_bytes) != cudaSuccess || cudaMalloc(&counters, counter_bytes) != cudaSuccess ||
-              cudaMemset(workspace, 0, ws_bytes) != cudaSuccess ||
-              cudaMemset(counters, 0, counter_bytes) != cudaSuccess)
-            return str(lpd::kernels::Status::kDeviceError);
-          capacity = n;
-        }
-        kc::RowsGemmArgs args{ptr<const kc::bf16>(a), lda, ptr<const kc::bf16>(w), ldw, ptr<const void>(bias),
-                              ptr<void>(c), ldc, rows, n, k, static_cast<kc::RowsEpilogue>(epilogue)};
-        args.slots = ptr<const int32_t>(slots);
-        args.k_cache = ptr<kc::bf16>(k_cache);
-        args.v_cache = ptr<kc::bf16>(v_cache);
-        args.width = width;
-        args.workspace = workspace;
-        args.counters = counters;
-        return str(kc::rows_gemm(args, nullptr));
-      },
-      py::arg("a"), py::arg("lda"), py::arg("w"), py::arg("ldw"), py::arg("bias"), py::arg("c"), py::arg("ldc"),
-      py::arg("m"), py::arg("n"), py::arg("k"), py::arg("epilogue"), py::arg("slots") = 0, py::arg("k_cache") = 0,
-      py::arg("v_cache") = 0, py::arg("width") = 0);
   m.def("group_norm_workspace_floats", &kc::group_norm_workspace_floats);
   m.def("group_norm_stats", [](uintptr_t x, uintptr_t bias, bool fold, int64_t n, int64_t pixels, int64_t channels,
                                int64_t groups, float eps, uintptr_t workspace, uintptr_t stats) {

@@ -4,10 +4,7 @@
 //   cache -> attention -> x += attn Wproj^T + b (float32 C, beta = 1: the residual add is the
 //   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) -> x += m Wfc2^T + b.
 // Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
-// block per token. Steps of at most kRowsGemmMaxRows rows (batch 1) take rows_gemm for the
-// four layer GEMMs instead of cuBLASLt, with the K/V cache write in the qkv GEMM's epilogue and
-// the GELU in fc1's: 7 launches per layer instead of 9 (attention split over the slots adds a
-// merge launch). Inside a CUDA graph.
+// block per token. 7 launches per layer plus 5 per step; inside a CUDA graph.
 #include "lpd/cuda_decoder.h"
 
 #include <cuda_runtime.h>
@@ -59,8 +56,6 @@ struct CudaStepDecoder::Impl {
   DeviceBuffer<float> x, logits;
   DeviceBuffer<bf16> h, qkv, attn, mlp;
   DeviceBuffer<float> attn_ws;  // split-KV partials of paged_attention (fixed size, allocated once)
-  DeviceBuffer<float> rows_ws;  // split-K partials of rows_gemm (fixed size, allocated once)
-  DeviceBuffer<int32_t> rows_counters;
   // plan: one device buffer, two pinned staging buffers
   DeviceBuffer<char> plan_dev;
   char* staging[2] = {nullptr, nullptr};
@@ -131,57 +126,31 @@ struct CudaStepDecoder::Impl {
     check(kc::embed_rows(ep, stream), "embed_rows");
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
     const size_t layer_slots = static_cast<size_t>(num_blocks * block_size * d);
-    const bool few = rows <= kc::kRowsGemmMaxRows;
-    const int64_t hid = c.mlp_hidden;
-    // Few rows: the weight-streaming rows_gemm with the KV write and GELU in its epilogues.
-    auto rows_gemm = [&](const bf16* a, const bf16* w, const void* bias, void* out, int64_t n, int64_t k,
-                         kc::RowsEpilogue epi, const int32_t* slots, bf16* kl, bf16* vl, const char* what) {
-      kc::RowsGemmArgs g{a, k, w, k, bias, out, n, rows, n, k, epi};
-      g.slots = slots;
-      g.k_cache = kl;
-      g.v_cache = vl;
-      g.width = slots ? d : 0;
-      g.workspace = rows_ws.ptr;
-      g.counters = rows_counters.ptr;
-      check(kc::rows_gemm(g, stream), what);
-    };
     for (int64_t i = 0; i < c.depth; ++i) {
       const Layer& l = layers[static_cast<size_t>(i)];
       bf16* kl = k_cache.ptr + i * layer_slots;
       bf16* vl = v_cache.ptr + i * layer_slots;
       check(kc::layer_norm(x.ptr, d, nullptr, l.ln1_g, l.ln1_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
-      if (few) {
-        rows_gemm(h.ptr, l.qkv_w, l.qkv_b, qkv.ptr, 3 * d, d, kc::RowsEpilogue::kStoreBf16, i32(o.slots), kl, vl,
-                  "rows_gemm qkv");
-      } else {
-        check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, false, false}, stream),
-              "gemm qkv");
-        check(kc::kv_cache_write(qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), rows, d, kl, vl, stream),
-              "kv_cache_write");
-      }
+      check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, false, false}, stream),
+            "gemm qkv");
+      check(kc::kv_cache_write(qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), rows, d, kl, vl, stream),
+            "kv_cache_write");
       kc::PagedAttentionParams ap{qkv.ptr, 3 * d, kl, vl, i32(o.tables), max_blocks, i32(o.seq), i32(o.vis),
                                   i32(o.tiles), num_tiles, rows, c.heads, hd, block_size, scale, attn.ptr, d,
                                   attn_ws.ptr};
       check(kc::paged_attention(ap, stream), "paged_attention");
-      if (few)
-        rows_gemm(attn.ptr, l.proj_w, l.proj_b, x.ptr, d, d, kc::RowsEpilogue::kAccumulateF32, nullptr, nullptr,
-                  nullptr, "rows_gemm proj");
-      else
-        check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
-              "gemm proj");
+      check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
+            "gemm proj");
       check(kc::layer_norm(x.ptr, d, nullptr, l.ln2_g, l.ln2_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
-      if (few) {
-        rows_gemm(h.ptr, l.fc1_w, l.fc1_b, mlp.ptr, hid, d, kc::RowsEpilogue::kGeluBf16, nullptr, nullptr, nullptr,
-                  "rows_gemm fc1");
-        rows_gemm(mlp.ptr, l.fc2_w, l.fc2_b, x.ptr, d, hid, kc::RowsEpilogue::kAccumulateF32, nullptr, nullptr,
-                  nullptr, "rows_gemm fc2");
-      } else {
-        check(kc::gemm(gemm, {h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, hid, rows, hid, d, false, false}, stream),
-              "gemm fc1");
-        check(kc::gelu_erf(mlp.ptr, rows * hid, stream), "gelu");
-        check(kc::gemm(gemm, {mlp.ptr, hid, l.fc2_w, hid, l.fc2_b, x.ptr, d, rows, d, hid, true, true}, stream),
-              "gemm fc2");
-      }
+      check(kc::gemm(gemm, {h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, c.mlp_hidden, rows, c.mlp_hidden, d, false,
+                            false},
+                     stream),
+            "gemm fc1");
+      check(kc::gelu_erf(mlp.ptr, rows * c.mlp_hidden, stream), "gelu");
+      check(kc::gemm(gemm, {mlp.ptr, c.mlp_hidden, l.fc2_w, c.mlp_hidden, l.fc2_b, x.ptr, d, rows, d, c.mlp_hidden,
+                            true, true},
+                     stream),
+            "gemm fc2");
     }
     check(kc::layer_norm(x.ptr, d, i32(o.logit_rows), final_g, final_b, kLnEps, h.ptr, d, out_rows, d, stream),
           "final layer_norm");
@@ -254,10 +223,6 @@ CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& 
   const size_t cache = static_cast<size_t>(c.depth * num_blocks * block_size * d);
   m.k_cache.resize(cache);
   m.v_cache.resize(cache);
-  const int64_t widest = std::max(3 * d, hid);
-  m.rows_ws.resize(kc::rows_gemm_workspace_floats(widest));
-  m.rows_counters.resize(static_cast<size_t>(kc::rows_gemm_counter_count(widest)));
-  cuda_check(cudaMemset(m.rows_counters.ptr, 0, m.rows_counters.count * sizeof(int32_t)), "memset");
   m.tokens.resize(static_cast<size_t>(std::max<int64_t>(token_arena, 1)));
   cuda_check(cudaMemset(m.tokens.ptr, 0, m.tokens.count * sizeof(int32_t)), "memset");
   for (auto& e : m.staging_done) cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");

@@ -65,42 +65,6 @@ struct GemmArgs {
 };
 Status gemm(GemmContext* ctx, const GemmArgs& args, Stream stream);
 
-// Few-row GEMM (m <= kRowsGemmMaxRows): y[i, j] = sum_k a[i, k] w[j, k] + bias[j] in float32 on
-// tensor cores, the weights streamed once, then one of the epilogues. Deterministic: split-K
-// partials are reduced in a fixed order by the last block of each column tile.
-// For the batch-1 transformer step, where the cost is reading w (cuBLASLt reaches ~1/4 of the
-// HBM bandwidth there); the exact GELU and the KV-cache write ride along in the epilogue.
-// Shapes: n a multiple of 8, k a multiple of 16 and at most kRowsGemmMaxK; a and w 16-byte
-// aligned with lda, ldw multiples of 8; c, bias and the caches aligned to two elements with ldc
-// even. Anything else returns kUnsupported (m > kRowsGemmMaxRows too). bias may be null; a and
-// c must not overlap. The workspace and counters may be null when a call needs no split-K (small
-// k, many column tiles); a call that needs them without returns kInvalidArgument. The split
-// depends on (m, n, k) and the SM count, so a row's bits may change with m (never run to run).
-constexpr int64_t kRowsGemmMaxRows = 128;
-constexpr int64_t kRowsGemmMaxK = 10240;
-enum class RowsEpilogue : int {
-  kStoreBf16 = 0,      // c_bf16[i, j] = bf16(y)
-  kGeluBf16 = 1,       // c_bf16[i, j] = bf16(gelu_erf(y))    (exact erf GELU, float32)
-  kAccumulateF32 = 2,  // c_f32[i, j] += y                    (the residual add)
-};
-struct RowsGemmArgs {
-  const bf16* a; int64_t lda;     // [m, k]
-  const bf16* w; int64_t ldw;     // [n, k]
-  const void* bias;               // [n]: bf16 for the bf16 epilogues, float32 for kAccumulateF32; may be null
-  void* c; int64_t ldc;           // [m, n]: bf16 or float32 per the epilogue
-  int64_t m, n, k;
-  RowsEpilogue epilogue;
-  // Optional KV-cache scatter (the qkv GEMM, n = 3 * width): when slots != null, columns
-  // [width, 2 width) of row i are ALSO written as bf16 to k_cache[slots[i] * width + (j - width)] and columns
-  // [2 width, 3 width) to v_cache[slots[i] * width + (j - 2 width)]; rows with slots[i] < 0 are not scattered.
-  // All columns are still stored to c. The bf16 epilogues only (the cache gets c's bits).
-  const int32_t* slots = nullptr; bf16* k_cache = nullptr; bf16* v_cache = nullptr; int64_t width = 0;
-  float* workspace = nullptr;     // rows_gemm_workspace_floats(n) floats, caller-owned, one stream at a time
-  int32_t* counters = nullptr;    // rows_gemm_counter_count(n) ints, zero before the first call; left zero after each call
-};
-size_t rows_gemm_workspace_floats(int64_t n);   // enough for any m <= kRowsGemmMaxRows and k <= kRowsGemmMaxK
-int64_t rows_gemm_counter_count(int64_t n);
-Status rows_gemm(const RowsGemmArgs& args, Stream stream);
 }  // namespace cuda
 
 }  // namespace lpd::kernels
