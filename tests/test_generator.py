@@ -223,3 +223,26 @@ def test_native_runs_batches_larger_than_its_kv_pool():
     assert res.params.guided
     assert np.array_equal(res.tokens, ref.tokens)
     assert native.backend.free_blocks == native.backend.num_blocks
+
+
+def test_device_is_checked_before_any_work():
+    with pytest.raises(ValueError, match="device"):
+        Generator(device="gpu")
+    with pytest.raises(ValueError, match="native backend"):
+        Generator(backend="torch", device="cuda")
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error():
+    """Where no GPU is visible (CI), device "cuda" fails at construction with a message saying
+    why: no CUDA path in the build, or no CUDA device."""
+    from lpd_engine.errors import BackendUnavailableError
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: tests/test_cuda.py covers device cuda")
+    try:
+        from lpd_engine import _C  # noqa: F401
+    except ImportError:
+        pytest.skip("lpd_engine._C is not built")
+    with pytest.raises((ValueError, BackendUnavailableError), match="CUDA|cuda"):
+        Generator(device="cuda")

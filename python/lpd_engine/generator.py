@@ -51,19 +51,25 @@ class GenerationResult:
 class Generator:
     """Generates class-conditional images with one LPD model through one backend."""
 
-    def __init__(self, bundle=None, backend: str = "auto"):
+    def __init__(self, bundle=None, backend: str = "auto", device: str = "cpu"):
         """Open an engine bundle directory (default: the embedded demo bundle).
 
         backend: "native" (the C++ runtime), "onnxruntime", "tensorrt", "torch", or "auto":
         native when the compiled runtime is present, else onnxruntime, else torch.
+        device: "cpu", or "cuda" for the native runtime on the GPU (bf16; tokens and pixels on
+        the device); "cuda" needs backend "native" or "auto" and a build with the CUDA path.
         """
         from .bundle import DEMO_BUNDLE, open_bundle
 
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f'device must be "cpu" or "cuda", got {device!r}')
+        if device == "cuda" and backend not in ("native", "auto"):
+            raise ValueError(f'device "cuda" runs on the native backend, not {backend!r}')
         self.bundle = open_bundle(DEMO_BUNDLE if bundle is None else bundle)
         self.config = self.bundle.config
         self.image_size = self.bundle.image_size
         self.default_cfg = dict(self.bundle.default_cfg)
-        self.backend = _make_backend(self.bundle, backend)
+        self.backend = _make_backend(self.bundle, "native" if device == "cuda" else backend, device)
 
     @classmethod
     def _assemble(cls, backend, config, image_size: int, default_cfg: dict[int, float]) -> "Generator":
@@ -173,7 +179,7 @@ class Generator:
         return group_sizes, len(group_sizes)
 
 
-def _make_backend(bundle, name: str):
+def _make_backend(bundle, name: str, device: str = "cpu"):
     from .errors import BackendUnavailableError
 
     if name == "auto":
@@ -186,5 +192,7 @@ def _make_backend(bundle, name: str):
     if name == "native":
         from .backends.native import NativeEngine
 
-        return NativeEngine(bundle.path)
+        if device == "cuda" and not NativeEngine.cuda_available():
+            raise BackendUnavailableError('device "cuda": lpd_engine._C was built without the CUDA path')
+        return NativeEngine(bundle.path, device=device)
     return bundle.make_backend(name)
