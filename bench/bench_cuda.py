@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "export")]
 
 from lpd_engine import _C, schedule  # noqa: E402
 from lpd_engine.reference import LPDConfig, VQConfig  # noqa: E402
+from timing import median_ms  # noqa: E402  (bench/, the script's folder)
 
 OFFICIAL = {  # lpd-facts.md §6, the official code on an H200: end-to-end ms
     ("lpd_l", 256, 1): 228.0, ("lpd_l", 256, 64): 408.0, ("lpd_xl", 256, 1): 347.0, ("lpd_xl", 256, 64): 623.0,
@@ -47,17 +47,6 @@ def build(name: str, res: int, steps: int, out: Path) -> Path:
     return path
 
 
-def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times), times
-
-
 def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: int) -> list[dict]:
     config = LPDConfig.from_dict(json.loads((bundle / "manifest.json").read_text())["config"])
     gs = np.asarray(schedule.published_group_sizes(config.grid, steps))
@@ -71,14 +60,14 @@ def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: 
         orders = schedule.locality_orders(config.grid, gs, batch, 0).reshape(-1)
         labels = np.arange(batch) % 1000
 
-        def generate(pixels: bool):
+        def generate(pixels: bool, labels=labels, orders=orders):
             return engine.generate(labels, gs, orders, cfg, "linear", 1.0, 0, 1.0, 0, pixels)
 
         for _ in range(3):
             generate(True)
         tok_ms, _ = median_ms(lambda: generate(False), repeats)
         tokens = generate(False)[0]
-        dec_ms, _ = median_ms(lambda: engine.decode(tokens), repeats)
+        dec_ms, _ = median_ms(lambda tokens=tokens: engine.decode(tokens), repeats)
         e2e_ms, e2e_all = median_ms(lambda: generate(True), repeats)
         free1, _ = torch.cuda.mem_get_info()
         row = dict(impl="lpd-engine", model=name, res=res, steps=steps, batch=batch, cfg=cfg,
@@ -91,7 +80,6 @@ def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: 
             row["speedup_vs_official"] = round(off / e2e_ms, 2)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    del engine
     return rows
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / ".peer" / "lpd"), str(ROOT / "python")]
 
 from lpd_engine import schedule  # noqa: E402
+from timing import median_ms  # noqa: E402  (bench/, the script's folder)
 
 
 def block_causal_mask(group_sizes, device):
@@ -37,17 +36,6 @@ def block_causal_mask(group_sizes, device):
         mask[end:end + size, :end + size] = 0
         end += size
     return mask
-
-
-def median_ms(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def run(name, res, steps, batches, repeats):
@@ -65,13 +53,13 @@ def run(name, res, steps, batches, repeats):
     for batch in batches:
         labels = torch.arange(batch, device="cuda") % 1000
 
-        def tokens():
+        def tokens(batch=batch, labels=labels):
             orders = torch.stack([torch.randperm(grid * grid, device="cuda") for _ in range(batch)])
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                 return model.sample_tokens(batch, cfg=cfg, cfg_schedule="linear", labels=labels, temperature=1.0,
                                            attn_mask=mask, group_sizes=gs, orders=orders)
 
-        def end_to_end():
+        def end_to_end(batch=batch, tokens=tokens):
             t = tokens()
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                 img = vq.decode_code(t, shape=(batch, 8, grid, grid))
@@ -80,15 +68,13 @@ def run(name, res, steps, batches, repeats):
         end_to_end()
         end_to_end()
         torch.cuda.reset_peak_memory_stats()
-        e2e = median_ms(end_to_end, repeats)
-        tok = median_ms(tokens, repeats)
+        e2e = median_ms(end_to_end, repeats)[0]
+        tok = median_ms(tokens, repeats)[0]
         row = dict(impl="official", model=name, res=res, steps=steps, batch=batch, cfg=cfg, tokens_ms=round(tok, 2),
                    end_to_end_ms=round(e2e, 2), images_per_s=round(batch / e2e * 1e3, 1),
                    peak_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2))
         print(json.dumps(row), flush=True)
         rows.append(row)
-    del model, vq
-    torch.cuda.empty_cache()
     return rows
 
 
@@ -103,6 +89,7 @@ def main():
     for case in a.cases:
         name, res, steps, batches = case.split(":")
         rows += run(name, int(res), int(steps), [int(b) for b in batches.split(",")], a.repeats)
+        torch.cuda.empty_cache()  # the case's models are gone with run()'s frame
     a.out.write_text(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows), indent=1))
 
 
