@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "export")]
 
 from lpd_engine import _C, schedule  # noqa: E402
 from lpd_engine.reference import LPDConfig, VQConfig  # noqa: E402
-from timing import median_ms  # noqa: E402  (bench/, the script's folder)
+from cases import CASES_HELP, DEFAULT_CASES, median_ms, parse_case  # noqa: E402  (bench/, the script's folder)
 
 OFFICIAL = {  # lpd-facts.md §6, the official code on an H200: end-to-end ms
     ("lpd_l", 256, 1): 228.0, ("lpd_l", 256, 64): 408.0, ("lpd_xl", 256, 1): 347.0, ("lpd_xl", 256, 64): 623.0,
@@ -85,8 +85,7 @@ def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--cases", nargs="+", default=["lpd_l:256:20:1,64", "lpd_xl:256:20:1,64", "lpd_l:512:48:1"],
-                   help="model:res:steps:batch,batch,...")
+    p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help=CASES_HELP)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--work", type=Path, default=Path("/tmp/lpd_bench"))
     p.add_argument("--out", type=Path, required=True)
@@ -94,9 +93,8 @@ def main():
     info = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
     rows = []
     for case in a.cases:
-        name, res, steps, batches = case.split(":")
-        bundle = build(name, int(res), int(steps), a.work)
-        rows += bench_case(name, int(res), int(steps), bundle, [int(b) for b in batches.split(",")], a.repeats)
+        name, res, steps, batches = parse_case(case)
+        rows += bench_case(name, res, steps, build(name, res, steps, a.work), batches, a.repeats)
     a.out.write_text(json.dumps(dict(info=info, rows=rows), indent=1))
     print(f"\n{info}")
     print(f"{'model':8} {'res':>4} {'steps':>5} {'batch':>5} {'tokens ms':>10} {'vq ms':>8} {'e2e ms':>8} {'img/s':>7} "

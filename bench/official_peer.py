@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / ".peer" / "lpd"), str(ROOT / "python")]
 
 from lpd_engine import schedule  # noqa: E402
-from timing import median_ms  # noqa: E402  (bench/, the script's folder)
+from cases import CASES_HELP, DEFAULT_CASES, median_ms, parse_case  # noqa: E402  (bench/, the script's folder)
 
 
 def block_causal_mask(group_sizes, device):
@@ -80,15 +80,13 @@ def run(name, res, steps, batches, repeats):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--cases", nargs="+", default=["lpd_l:256:20:1,64", "lpd_xl:256:20:1,64", "lpd_l:512:48:1"],
-                   help="model:res:steps:batch,batch,...")
+    p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help=CASES_HELP)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     rows = []
     for case in a.cases:
-        name, res, steps, batches = case.split(":")
-        rows += run(name, int(res), int(steps), [int(b) for b in batches.split(",")], a.repeats)
+        rows += run(*parse_case(case), a.repeats)
         torch.cuda.empty_cache()  # the case's models are gone with run()'s frame
     a.out.write_text(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows), indent=1))
 
