@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "export")]
 
+from cases import CASES_HELP, DEFAULT_CASES, median_ms, parse_case  # noqa: E402  (bench/, the script's folder)
 from lpd_engine import _C, schedule  # noqa: E402
 from lpd_engine.reference import LPDConfig, VQConfig  # noqa: E402
-from cases import CASES_HELP, DEFAULT_CASES, median_ms, parse_case  # noqa: E402  (bench/, the script's folder)
 
 OFFICIAL = {  # lpd-facts.md §6, the official code on an H200: end-to-end ms
     ("lpd_l", 256, 1): 228.0, ("lpd_l", 256, 64): 408.0, ("lpd_xl", 256, 1): 347.0, ("lpd_xl", 256, 64): 623.0,

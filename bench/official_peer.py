@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / ".peer" / "lpd"), str(ROOT / "python")]
 
-from lpd_engine import schedule  # noqa: E402
 from cases import CASES_HELP, DEFAULT_CASES, median_ms, parse_case  # noqa: E402  (bench/, the script's folder)
+from lpd_engine import schedule  # noqa: E402
 
 
 def block_causal_mask(group_sizes, device):

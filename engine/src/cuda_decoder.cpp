@@ -30,6 +30,8 @@ constexpr float kLnEps = 1e-6f;
 using cuda_util::check;
 using cuda_util::cuda_check;
 using cuda_util::DeviceBuffer;
+using cuda_util::GraphCache;
+using cuda_util::WeightArena;
 using cuda_util::to_bf16;
 
 }  // namespace
@@ -40,8 +42,7 @@ struct CudaStepDecoder::Impl {
   bool use_graphs = true;
   cudaStream_t stream = nullptr;
   kc::GemmContext* gemm = nullptr;
-  void* weights = nullptr;  // one allocation for everything below
-  size_t weights_used = 0, weights_cap = 0;
+  std::unique_ptr<WeightArena> weights;  // everything below
   const bf16 *table, *pos, *head;
   const float *embed_g, *embed_b, *final_g, *final_b;
   struct Layer {
@@ -64,24 +65,13 @@ struct CudaStepDecoder::Impl {
   int staging_next = 0;
   int64_t last_logit_rows = 0;
   using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
-  std::map<Shape, cudaGraphExec_t> graphs;
-  std::map<Shape, int> seen;
+  GraphCache<Shape> graphs;
 
   template <typename T>
   const T* upload(const std::vector<T>& host) {
-    const size_t bytes = host.size() * sizeof(T);
-    weights_used = (weights_used + 255) / 256 * 256;
-    if (weights_used + bytes > weights_cap) fail(ErrorKind::kInternal, "GPU weight arena overflow");
-    char* dst = static_cast<char*>(weights) + weights_used;
-    cuda_check(cudaMemcpy(dst, host.data(), bytes, cudaMemcpyHostToDevice), "weight upload");
-    weights_used += bytes;
-    return reinterpret_cast<const T*>(dst);
+    return weights->upload(host);
   }
-  const bf16* upload_bf16(const std::vector<float>& f) {
-    std::vector<bf16> b(f.size());
-    for (size_t i = 0; i < f.size(); ++i) b[i] = to_bf16(f[i]);
-    return upload(b);
-  }
+  const bf16* upload_bf16(const std::vector<float>& f) { return weights->upload_bf16(f); }
   // bias rounded to bf16 (what a bf16 checkpoint holds), widened back for float32 epilogues
   const float* upload_bf16_as_float(const std::vector<float>& f) {
     std::vector<float> r(f.size());
@@ -92,14 +82,9 @@ struct CudaStepDecoder::Impl {
     return upload(r);
   }
 
-  void destroy_graphs() {
-    for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
-    graphs.clear();
-  }
-
   void ensure_rows(int64_t rows, int64_t logit_rows) {
     if (rows <= cap_rows && logit_rows <= cap_logits) return;
-    destroy_graphs();  // buffers move: graphs hold the old pointers
+    graphs.clear();  // buffers move: graphs hold the old pointers
     cudaStreamSynchronize(stream);
     cap_rows = std::max(cap_rows, std::max<int64_t>(rows, 64));
     cap_logits = std::max(cap_logits, std::max<int64_t>(logit_rows, 16));
@@ -188,10 +173,9 @@ CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& 
   const int64_t d = c.dim, hid = c.mlp_hidden;
   const int64_t per_layer = 4 * d * 4 /*ln*/ + (3 * d * d + 3 * d) * 2 + (d * d) * 2 + d * 4 + (hid * d + hid) * 2 +
                             (d * hid) * 2 + d * 4;
-  m.weights_cap = static_cast<size_t>(c.table_rows() * d * 2 + (c.num_tokens + 1) * d * 2 + 4 * d * 4 +
-                                      c.vocab_size * d * 2 + c.depth * per_layer) +
-                  static_cast<size_t>(32 + c.depth * 16) * 256;
-  cuda_check(cudaMalloc(&m.weights, m.weights_cap), "cudaMalloc weights");
+  m.weights = std::make_unique<WeightArena>(static_cast<size_t>(c.table_rows() * d * 2 + (c.num_tokens + 1) * d * 2 +
+                                                                4 * d * 4 + c.vocab_size * d * 2 + c.depth * per_layer) +
+                                            static_cast<size_t>(32 + c.depth * 16) * 256);
   m.table = m.upload_bf16(st.to_float("embed.table", {c.table_rows(), d}));
   const auto& pos_shape = st.info("embed.pos").shape;
   m.pos = m.upload_bf16(st.to_float("embed.pos", pos_shape.size() == 3 ? std::vector<int64_t>{1, c.num_tokens + 1, d}
@@ -218,7 +202,7 @@ CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& 
   m.final_g = m.upload(st.to_float("final_norm.weight", {d}));
   m.final_b = m.upload(st.to_float("final_norm.bias", {d}));
   m.head = m.upload_bf16(st.to_float("head.weight", {c.vocab_size, d}));
-  weight_bytes_ = static_cast<int64_t>(m.weights_used);
+  weight_bytes_ = static_cast<int64_t>(m.weights->used());
 
   const size_t cache = static_cast<size_t>(c.depth * num_blocks * block_size * d);
   m.k_cache.resize(cache);
@@ -232,13 +216,12 @@ CudaStepDecoder::~CudaStepDecoder() {
   if (!impl_) return;
   Impl& m = *impl_;
   if (m.stream) cudaStreamSynchronize(m.stream);
-  m.destroy_graphs();
+  m.graphs.clear();
   for (auto& e : m.staging_done)
     if (e) cudaEventDestroy(e);
   for (auto& s : m.staging)
     if (s) cudaFreeHost(s);
   kc::gemm_context_destroy(m.gemm);
-  if (m.weights) cudaFree(m.weights);
   if (m.stream) cudaStreamDestroy(m.stream);
 }
 
@@ -277,7 +260,7 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
     for (auto& s : m.staging) cuda_check(cudaMallocHost(&s, m.staging_cap), "cudaMallocHost");
   }
   if (o.total > m.plan_dev.count) {
-    m.destroy_graphs();
+    m.graphs.clear();
     cuda_check(cudaStreamSynchronize(m.stream), "sync");
     m.plan_dev.count = 0;
     if (m.plan_dev.ptr) cudaFree(m.plan_dev.ptr);
@@ -305,22 +288,8 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   cuda_check(cudaEventRecord(m.staging_done[buf], m.stream), "event record");
 
   const Impl::Shape shape{rows, out_rows, num_tables, num_tiles, num_jobs, plan.max_blocks};
-  auto g = m.graphs.find(shape);
-  if (g != m.graphs.end()) {
-    cuda_check(cudaGraphLaunch(g->second, m.stream), "graph launch");
-  } else if (!m.use_graphs || m.seen[shape]++ == 0) {
-    m.forward(o, rows, out_rows, num_tiles, num_jobs, plan.max_blocks);  // eager: makes the cuBLASLt plans
-  } else {
-    cudaGraph_t graph;
-    cuda_check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "begin capture");
-    m.forward(o, rows, out_rows, num_tiles, num_jobs, plan.max_blocks);
-    cuda_check(cudaStreamEndCapture(m.stream, &graph), "end capture");
-    cudaGraphExec_t exec;
-    cuda_check(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
-    cudaGraphDestroy(graph);
-    m.graphs[shape] = exec;
-    cuda_check(cudaGraphLaunch(exec, m.stream), "graph launch");
-  }
+  m.graphs.run(shape, m.stream, m.use_graphs,
+               [&] { m.forward(o, rows, out_rows, num_tiles, num_jobs, plan.max_blocks); });
   m.last_logit_rows = out_rows;
 }
 

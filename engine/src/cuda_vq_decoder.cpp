@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <utility>
 #include <vector>
 
@@ -32,7 +31,8 @@ using kc::bf16;
 using cuda_util::check;
 using cuda_util::cuda_check;
 using cuda_util::DeviceBuffer;
-using cuda_util::to_bf16;
+using cuda_util::GraphCache;
+using cuda_util::WeightArena;
 
 constexpr float kGnEps = 1e-6f;
 constexpr int64_t kGroups = 32;
@@ -47,8 +47,7 @@ struct CudaVqDecoder::Impl {
   cudaStream_t stream = nullptr;
   kc::ConvContext* conv_ctx = nullptr;
   kc::GemmContext* gemm_ctx = nullptr;
-  DeviceBuffer<char> arena;  // every weight, 256-byte aligned
-  size_t arena_used = 0;
+  std::unique_ptr<WeightArena> weights;
 
   struct Conv {  // 3x3: [c_out, 3, 3, c_in]; 1x1: [c_out, c_in] (a GEMM)
     const bf16 *w = nullptr, *b = nullptr;
@@ -86,45 +85,12 @@ struct CudaVqDecoder::Impl {
   DeviceBuffer<float> gn_work, gn_stats;
   uint8_t* rgb_host = nullptr;  // pinned
   int32_t* ids_host = nullptr;  // pinned
-  // forward() per chunk size: eager the first time (cuDNN and cuBLASLt plans are made then),
-  // captured the second time, replayed as a CUDA graph after that.
-  std::map<int64_t, cudaGraphExec_t> graphs;
-  std::map<int64_t, int> seen;
-
-  void run(int64_t n) {
-    auto g = graphs.find(n);
-    if (g != graphs.end()) {
-      cuda_check(cudaGraphLaunch(g->second, stream), "graph launch");
-    } else if (seen[n]++ == 0) {
-      forward(n, rgb.ptr);
-    } else {
-      cudaGraph_t graph;
-      cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
-      forward(n, rgb.ptr);
-      cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
-      cudaGraphExec_t exec;
-      cuda_check(cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
-      cudaGraphDestroy(graph);
-      graphs[n] = exec;
-      cuda_check(cudaGraphLaunch(exec, stream), "graph launch");
-    }
-  }
-
+  GraphCache<int64_t> graphs;  // forward() per chunk size
   template <typename T>
   const T* upload(const std::vector<T>& host) {
-    const size_t bytes = host.size() * sizeof(T);
-    arena_used = (arena_used + 255) / 256 * 256;
-    if (arena_used + bytes > arena.count) fail(ErrorKind::kInternal, "GPU VQ weight arena overflow");
-    char* dst = arena.ptr + arena_used;
-    cuda_check(cudaMemcpy(dst, host.data(), bytes, cudaMemcpyHostToDevice), "weight upload");
-    arena_used += bytes;
-    return reinterpret_cast<const T*>(dst);
+    return weights->upload(host);
   }
-  const bf16* upload_bf16(const std::vector<float>& f) {
-    std::vector<bf16> b(f.size());
-    for (size_t i = 0; i < f.size(); ++i) b[i] = to_bf16(f[i]);
-    return upload(b);
-  }
+  const bf16* upload_bf16(const std::vector<float>& f) { return weights->upload_bf16(f); }
 
   // torch [c_out, c_in, k, k] -> [c_out_padded, k, k, c_in] (3x3) or [c_out, c_in] (1x1).
   Conv load_conv(const SafeTensors& st, const std::string& p, int64_t c_out, int64_t c_in, int64_t k,
@@ -297,7 +263,7 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
   size_t cap = static_cast<size_t>(c.codebook_size * c.z_channels) * 2 + 4096;
   for (const auto& [name, info] : st.tensors())
     if (name.rfind("vq.", 0) == 0) cap += static_cast<size_t>(info.numel()) * 4 + 256;
-  m.arena.resize(cap);
+  m.weights = std::make_unique<WeightArena>(cap);
 
   // The lookup table: normalise each code (L2, eps 1e-12), then post_quant_conv, in float32.
   {
@@ -369,14 +335,14 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
   m.gn_stats.resize(static_cast<size_t>(max_batch * kGroups * 2));
   cuda_check(cudaMallocHost(&m.rgb_host, m.rgb.count), "cudaMallocHost");
   cuda_check(cudaMallocHost(&m.ids_host, m.ids.count * sizeof(int32_t)), "cudaMallocHost");
-  device_bytes_ = static_cast<int64_t>(m.arena.count + 4 * m.buf[0].count * 2 + m.ids.count * 4 + m.rgb.count +
+  device_bytes_ = static_cast<int64_t>(m.weights->capacity() + 4 * m.buf[0].count * 2 + m.ids.count * 4 + m.rgb.count +
                                        (m.gn_work.count + m.gn_stats.count) * 4 + kConvWorkspaceBytes);
 }
 
 CudaVqDecoder::~CudaVqDecoder() {
   Impl& m = *impl_;
   if (m.stream) cudaStreamSynchronize(m.stream);
-  for (auto& [n, g] : m.graphs) cudaGraphExecDestroy(g);
+  m.graphs.clear();
   if (m.rgb_host) cudaFreeHost(m.rgb_host);
   if (m.ids_host) cudaFreeHost(m.ids_host);
   kc::conv_context_destroy(m.conv_ctx);
@@ -400,7 +366,7 @@ void CudaVqDecoder::decode(const int64_t* tokens, int64_t batch, uint8_t* rgb) {
     cuda_check(cudaMemcpyAsync(m.ids.ptr, m.ids_host, static_cast<size_t>(n * n_tok) * 4, cudaMemcpyHostToDevice,
                                m.stream),
                "ids upload");
-    m.run(n);
+    m.graphs.run(n, m.stream, true, [&] { m.forward(n, m.rgb.ptr); });
     cuda_check(cudaMemcpyAsync(m.rgb_host, m.rgb.ptr, static_cast<size_t>(n * image_bytes), cudaMemcpyDeviceToHost,
                                m.stream),
                "pixels download");
