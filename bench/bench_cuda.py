@@ -47,14 +47,15 @@ def build(name: str, res: int, steps: int, out: Path) -> Path:
     return path
 
 
-def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: int) -> list[dict]:
+def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: int, vq_bytes: int) -> list[dict]:
     config = LPDConfig.from_dict(json.loads((bundle / "manifest.json").read_text())["config"])
     gs = np.asarray(schedule.published_group_sizes(config.grid, steps))
     cfg = 4.8 if name == "lpd_l" else 4.9
     torch.cuda.synchronize()
     free0, _ = torch.cuda.mem_get_info()
     blocks = 2 * max(batches) * ((config.num_tokens + 1 + 15) // 16)
-    engine = _C.Engine(str(bundle), kv_pool_blocks=blocks, device="cuda", verify_hashes=False)
+    engine = _C.Engine(str(bundle), kv_pool_blocks=blocks, device="cuda", verify_hashes=False,
+                       vq_activation_bytes=vq_bytes)
     rows = []
     for batch in batches:
         orders = schedule.locality_orders(config.grid, gs, batch, 0).reshape(-1)
@@ -70,7 +71,7 @@ def bench_case(name: str, res: int, steps: int, bundle: Path, batches, repeats: 
         dec_ms, _ = median_ms(lambda tokens=tokens: engine.decode(tokens), repeats)
         e2e_ms, e2e_all = median_ms(lambda: generate(True), repeats)
         free1, _ = torch.cuda.mem_get_info()
-        row = dict(impl="lpd-engine", model=name, res=res, steps=steps, batch=batch, cfg=cfg,
+        row = dict(impl="lpd-engine", model=name, res=res, steps=steps, batch=batch, cfg=cfg, vq_gib=vq_bytes / 2**30,
                    tokens_ms=round(tok_ms, 2), vq_decode_ms=round(dec_ms, 2), end_to_end_ms=round(e2e_ms, 2),
                    images_per_s=round(batch / e2e_ms * 1e3, 1), e2e_runs_ms=[round(x, 2) for x in e2e_all],
                    engine_gib=round((free0 - free1) / 2**30, 2))
@@ -88,13 +89,15 @@ def main():
     p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help=CASES_HELP)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--work", type=Path, default=Path("/tmp/lpd_bench"))
+    p.add_argument("--vq-gib", type=float, default=1.0, help="the engine's VQ activation budget (GiB)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     info = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
     rows = []
     for case in a.cases:
         name, res, steps, batches = parse_case(case)
-        rows += bench_case(name, res, steps, build(name, res, steps, a.work), batches, a.repeats)
+        rows += bench_case(name, res, steps, build(name, res, steps, a.work), batches, a.repeats,
+                           int(a.vq_gib * 2**30))
     a.out.write_text(json.dumps(dict(info=info, rows=rows), indent=1))
     print(f"\n{info}")
     print(f"{'model':8} {'res':>4} {'steps':>5} {'batch':>5} {'tokens ms':>10} {'vq ms':>8} {'e2e ms':>8} {'img/s':>7} "
