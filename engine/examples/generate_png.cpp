@@ -1,14 +1,15 @@
 // lpd_generate_png: open a bundle, generate one image per class label, write PNG files.
 //
-//   lpd_generate_png BUNDLE_DIR OUT_PREFIX LABEL [LABEL ...] [--steps S] [--cfg W] [--seed N]
+//   lpd_generate_png BUNDLE_DIR OUT_PREFIX LABEL [LABEL ...] [--steps S] [--cfg W] [--seed N] [--cuda]
 //       -> OUT_PREFIX0.png, OUT_PREFIX1.png, ...
 //
 // Uses only the C API (lpd/engine.h), and chooses what the Python Generator chooses, so the
 // PNGs hold the pixels of Generator(bundle).run(labels, steps=S, seed=N): the bundle's schedule
 // for S steps (S defaults to 20; the bundle must have it), image i's precomputed order picked by
-// (seed, i), guidance from the manifest's default_cfg for S unless --cfg is given. The PNG
-// writer below is the smallest valid one: 8-bit RGB, filter 0, zlib "stored" blocks, CRC-32
-// and Adler-32 by hand.
+// (seed, i), guidance from the manifest's default_cfg for S unless --cfg is given.
+// --cuda runs the engine on the GPU (LPD_DEVICE_CUDA; bf16, so the pixels are close to the
+// CPU's, not equal). The PNG writer below is the smallest valid one: 8-bit RGB, filter 0, zlib
+// "stored" blocks, CRC-32 and Adler-32 by hand.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -89,7 +90,9 @@ bool write_png(const std::string& path, const uint8_t* rgb, int64_t width, int64
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: lpd_generate_png BUNDLE_DIR OUT_PREFIX LABEL [LABEL ...] [--steps S] [--cfg W] [--seed N]\n");
+  std::fprintf(stderr,
+               "usage: lpd_generate_png BUNDLE_DIR OUT_PREFIX LABEL [LABEL ...] [--steps S] [--cfg W] [--seed N] "
+               "[--cuda]\n");
   return 2;
 }
 
@@ -103,9 +106,12 @@ int main(int argc, char** argv) {
   double cfg = 1.0;
   bool cfg_given = false;  // else the bundle's default for `steps`
   uint64_t seed = 0;
+  int32_t device = LPD_DEVICE_CPU;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--steps" || a == "--cfg" || a == "--seed") && i + 1 < argc) {
+    if (a == "--cuda") {
+      device = LPD_DEVICE_CUDA;
+    } else if ((a == "--steps" || a == "--cfg" || a == "--seed") && i + 1 < argc) {
       const char* v = argv[++i];
       if (a == "--steps") {
         steps = std::atoll(v);
@@ -125,6 +131,7 @@ int main(int argc, char** argv) {
 
   lpd_engine* engine = nullptr;
   lpd_engine_params params = lpd_engine_default_params();
+  params.device = device;
   if (lpd_engine_init(bundle.c_str(), &params, &engine) < 0) {
     std::fprintf(stderr, "error: %s\n", lpd_last_error());
     return 1;

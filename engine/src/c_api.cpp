@@ -91,6 +91,7 @@ lpd_engine_params lpd_engine_default_params(void) {
   p.block_size = 16;
   p.num_threads = 0;
   p.verify_hashes = 1;
+  p.device = LPD_DEVICE_CPU;
   return p;
 }
 
@@ -119,6 +120,9 @@ lpd_status lpd_engine_init(const char* bundle_dir, const lpd_engine_params* para
     o.block_size = p.block_size;
     o.num_threads = p.num_threads;
     o.verify_hashes = p.verify_hashes != 0;
+    need(p.device == LPD_DEVICE_CPU || p.device == LPD_DEVICE_CUDA,
+         "lpd_engine_init: device must be LPD_DEVICE_CPU or LPD_DEVICE_CUDA");
+    o.device = p.device == LPD_DEVICE_CUDA ? "cuda" : "cpu";
     auto handle = std::make_unique<lpd_engine>();
     handle->engine = std::make_unique<lpd::Engine>(bundle_dir, o);
     *out = handle.release();

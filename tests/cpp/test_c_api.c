@@ -1,4 +1,5 @@
-/* The C API from C99 (compiled with -std=c99 -Wall -Werror -pedantic): defaults, init errors,
+/* The C API from C99 (compiled with -std=c99 -Wall -Werror -pedantic): defaults, init errors (a bad
+ * device, device cuda without a GPU),
  * a guided request through submit / step / poll / get, queueing status, error codes and
  * lpd_last_error. Usage: test_c_api BUNDLE_DIR (the tiny bundle test_runtime writes). */
 #include <stdio.h>
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   int64_t images = 0, ntok = 0, h = 0, w = 0;
   uint8_t pixels[2 * 8 * 8 * 3];
   int i;
+  lpd_status status;
   if (argc != 2) return 2;
 
   CHECK(params.block_size == 16 && params.verify_hashes == 1);
@@ -26,6 +28,16 @@ int main(int argc, char** argv) {
   CHECK(lpd_engine_init("/nonexistent", &params, &engine) == LPD_STATUS_BUNDLE_ERROR && engine == NULL);
   CHECK(strlen(lpd_last_error()) > 0);
   CHECK(lpd_engine_init(argv[1], NULL, NULL) == LPD_STATUS_INVALID_ARGUMENT);
+  CHECK(params.device == LPD_DEVICE_CPU);
+  params.device = 7;
+  CHECK(lpd_engine_init(argv[1], &params, &engine) == LPD_STATUS_INVALID_ARGUMENT && engine == NULL);
+  params.device = LPD_DEVICE_CUDA; /* a clear error where the build or the machine has no GPU */
+  status = lpd_engine_init(argv[1], &params, &engine);
+  CHECK(status == LPD_STATUS_OK || (status == LPD_STATUS_INVALID_ARGUMENT && engine == NULL &&
+                                    strstr(lpd_last_error(), "cuda") != NULL));
+  lpd_engine_free(engine); /* NULL is fine */
+  engine = NULL;
+  params.device = LPD_DEVICE_CPU;
 
   params.kv_pool_blocks = 4; /* exactly one guided image */
   CHECK(lpd_engine_init(argv[1], &params, &engine) == LPD_STATUS_OK && engine != NULL);

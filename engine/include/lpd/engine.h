@@ -47,15 +47,19 @@ typedef int32_t lpd_status;
 #define LPD_CFG_LINEAR 0
 #define LPD_CFG_CONSTANT 1
 
+#define LPD_DEVICE_CPU 0  /* float32 on the CPU */
+#define LPD_DEVICE_CUDA 1 /* bf16 on the GPU, tokens and pixels included; needs a build with the CUDA path */
+
 /* Opaque engine handle: owns the weights, the KV pool and every request's state. */
 typedef struct lpd_engine lpd_engine;
 
 typedef struct lpd_engine_params {
-  int64_t kv_pool_bytes;  /* KV pool size in bytes (float32 K and V, all layers), or 0 */
+  int64_t kv_pool_bytes;  /* KV pool size in bytes (K and V, all layers; float32, bf16 on cuda), or 0 */
   int64_t kv_pool_blocks; /* ... or in blocks; both 0: room for 8 guided images (64 on cuda) */
   int32_t block_size;     /* slots per KV block (16) */
   int32_t num_threads;    /* CPU threads, 0 = all */
   int32_t verify_hashes;  /* non-zero: check the sha256 of every bundle file (1) */
+  int32_t device;         /* LPD_DEVICE_CPU (default) or LPD_DEVICE_CUDA */
 } lpd_engine_params;
 
 typedef struct lpd_engine_info {
