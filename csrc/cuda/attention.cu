@@ -13,7 +13,7 @@
 // keeps O in float32 registers. With one split each warp writes its normalised rows; with
 // splits > 1 (few tiles: batch 1) each block writes its partial (max, sum, unnormalised O) to a
 // float32 workspace and a second kernel merges the splits, so the visible slots are spread over
-// the whole GPU (flash-decoding).
+// the whole GPU (flash-decoding). Both kernels are programmatic dependent launches (common.cuh).
 // Other head dims: the CUDA-core kernel below (16-row sub-tiles, chunks staged as float32, tile
 // scores, online softmax).
 #include <algorithm>
@@ -180,6 +180,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float& lo, float& hi) {
 __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAttentionParams p, int splits, float* ws) {
   __shared__ __align__(16) nv_bf16 smem[2 * kStageElems];  // two stages of K and V
   __shared__ int tile_max_vis;
+  pdl_enter();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int tile = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
@@ -365,28 +366,45 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   }
 }
 
-// Merges the splits' partials of one (tile, head). A split that saw no slot of a row has max
-// -inf and contributes nothing.
-__global__ void __launch_bounds__(128) attention_merge_kernel(PagedAttentionParams p, int splits, const float* ws) {
+// Merges the splits' partials of one (tile, head): one thread per (row, dim), kMergeRows rows
+// per block, every split's partial loaded at once (the splits are at most kMaxSplits) so the
+// merge costs one round trip to L2. A split that saw no slot of a row has max -inf and
+// contributes nothing.
+constexpr int kMaxSplits = 16;
+constexpr int kMergeRows = 4;
+__global__ void __launch_bounds__(kMergeRows * kHd) attention_merge_kernel(PagedAttentionParams p, int splits,
+                                                                          const float* ws) {
+  pdl_enter();
   const int tile = blockIdx.x, head = blockIdx.y;
+  const int r = blockIdx.z * kMergeRows + threadIdx.x / kHd, d = threadIdx.x % kHd;
   const int first = p.tiles[2 * tile], rows = p.tiles[2 * tile + 1];
+  if (r >= rows) return;
   const int64_t stride = p.num_tiles * p.num_heads * kUnitFloats;
   const float* base = ws + (static_cast<int64_t>(tile) * p.num_heads + head) * kUnitFloats;
-  for (int e = threadIdx.x; e < rows * kHd; e += blockDim.x) {
-    const int r = e / kHd, d = e % kHd;
-    float mx = -INFINITY;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, base[s * stride + kTileRows * kHd + r]);
-    float acc = 0.0f, sum = 0.0f;
-    if (mx != -INFINITY) {
-      for (int s = 0; s < splits; ++s) {
-        const float* u = base + s * stride;
-        const float f = exp2f(u[kTileRows * kHd + r] - mx);
-        acc += f * u[r * kHd + d];
-        sum += f * u[kTileRows * kHd + kTileRows + r];
+  float m[kMaxSplits], l[kMaxSplits], o[kMaxSplits];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int s = 0; s < kMaxSplits; ++s) {
+    if (s < splits) {
+      const float* u = base + s * stride;
+      m[s] = u[kTileRows * kHd + r];
+      l[s] = u[kTileRows * kHd + kTileRows + r];
+      o[s] = u[r * kHd + d];
+      mx = fmaxf(mx, m[s]);
+    }
+  }
+  float acc = 0.0f, sum = 0.0f;
+  if (mx != -INFINITY) {
+#pragma unroll
+    for (int s = 0; s < kMaxSplits; ++s) {
+      if (s < splits) {
+        const float f = exp2f(m[s] - mx);
+        acc += f * o[s];
+        sum += f * l[s];
       }
     }
-    as_nv(p.out)[(first + r) * p.out_stride + head * kHd + d] = __float2bfloat16(sum > 0.0f ? acc / sum : 0.0f);
   }
+  as_nv(p.out)[(first + r) * p.out_stride + head * kHd + d] = __float2bfloat16(sum > 0.0f ? acc / sum : 0.0f);
 }
 
 int sm_count() {
@@ -431,7 +449,7 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
     const int64_t blocks = p.num_tiles * p.num_heads, target = 2 * static_cast<int64_t>(sm_count());
     if (blocks < target) {
       const int64_t max_chunks = (p.max_blocks_per_seq * p.block_size + kChunk - 1) / kChunk;
-      splits = std::min({(target + blocks - 1) / blocks, max_chunks, int64_t{16},
+      splits = std::min({(target + blocks - 1) / blocks, max_chunks, int64_t{kMaxSplits},
                          static_cast<int64_t>(kMaxUnits) / blocks});
       splits = std::max<int64_t>(1, splits);
     }
@@ -439,12 +457,11 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
     if (splits > 1 && !ws && cudaGetSymbolAddress(reinterpret_cast<void**>(&ws), g_workspace) != cudaSuccess)
       return Status::kDeviceError;
     const dim3 grid(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(splits));
-    attention_mma64_kernel<<<grid, kWarps * 32, 0, stream>>>(p, static_cast<int>(splits), ws);
-    if (splits > 1) {
-      if (cudaPeekAtLastError() != cudaSuccess) return Status::kDeviceError;
-      attention_merge_kernel<<<dim3(grid.x, grid.y), 128, 0, stream>>>(p, static_cast<int>(splits), ws);
-    }
-    return launched();
+    const Status st = launch_dependent(attention_mma64_kernel, grid, kWarps * 32, 0, stream, p,
+                                       static_cast<int>(splits), ws);
+    if (st != Status::kOk || splits == 1) return st;
+    return launch_dependent(attention_merge_kernel, dim3(grid.x, grid.y, kTileRows / kMergeRows), kMergeRows * kHd, 0,
+                            stream, p, static_cast<int>(splits), static_cast<const float*>(ws));
   }
   const int chunk = chunk_for(p.head_dim);
   const size_t smem = smem_bytes(p.head_dim, chunk);

@@ -6,6 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <utility>
+
 #include "lpd/kernels/common.h"
 
 namespace lpd::kernels::cuda::detail {
@@ -16,6 +18,36 @@ __host__ __device__ inline const nv_bf16* as_nv(const bf16* p) { return reinterp
 __host__ __device__ inline nv_bf16* as_nv(bf16* p) { return reinterpret_cast<nv_bf16*>(p); }
 
 inline Status launched() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kDeviceError; }
+
+// Programmatic dependent launch (sm_90): a kernel launched with launch_dependent() may be
+// scheduled while the kernel before it in the stream is still running, so its launch overlaps
+// the predecessor's tail instead of following its completion. Such a kernel calls pdl_enter()
+// before anything else: it lets the next dependent kernel be scheduled, then waits until every
+// earlier kernel has finished and its writes are visible. Nothing may touch global memory
+// before it. In a CUDA graph capture the dependency becomes a programmatic edge.
+__device__ __forceinline__ void pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+template <typename... Params, typename... Args>
+Status launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                        Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = stream ? 1 : 0;  // the legacy default stream (the tests' launches) keeps plain order
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...) == cudaSuccess ? Status::kOk
+                                                                                        : Status::kDeviceError;
+}
 
 // Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
 __device__ inline float block_sum(float v, float* scratch /* >= 33 floats */) {

@@ -12,6 +12,7 @@ using namespace detail;
 __global__ void embed_kernel(EmbedParams p) {
   extern __shared__ float row[];
   __shared__ float scratch[33];
+  pdl_enter();
   const int64_t r = blockIdx.x;
   int64_t id = p.embed_ids[r];
   if (id < 0) id = p.tokens[-id - 1];
@@ -42,8 +43,7 @@ Status embed_rows(const EmbedParams& p, Stream stream) {
     return Status::kInvalidArgument;
   if (p.dim > 12288) return Status::kUnsupported;
   if (p.num_rows == 0) return Status::kOk;
-  embed_kernel<<<static_cast<unsigned>(p.num_rows), 256, p.dim * sizeof(float), stream>>>(p);
-  return launched();
+  return launch_dependent(embed_kernel, static_cast<unsigned>(p.num_rows), 256, p.dim * sizeof(float), stream, p);
 }
 
 }  // namespace lpd::kernels::cuda

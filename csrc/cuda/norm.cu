@@ -21,6 +21,7 @@ template <int kVecs>
 __global__ void layer_norm_warp_kernel(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ row_index,
                                        const float* __restrict__ gamma, const float* __restrict__ beta, float eps,
                                        nv_bf16* __restrict__ out, int64_t ldo, int64_t rows, int64_t dim) {
+  pdl_enter();
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
@@ -91,6 +92,7 @@ __global__ void gelu_kernel(nv_bf16* __restrict__ x, int64_t n) {
 
 // 8 values per 16-byte access.
 __global__ void gelu_vec_kernel(uint4* __restrict__ x, int64_t vectors) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     uint4 v = x[i];
@@ -253,19 +255,17 @@ Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const f
   const bool vec = dim % 4 == 0 && ldx % 4 == 0 && ldo % 2 == 0 && aligned16(x) && aligned16(gamma) &&
                    aligned16(beta) && reinterpret_cast<uintptr_t>(out) % 4 == 0;
   const unsigned blocks = static_cast<unsigned>((num_rows + 7) / 8);  // 8 rows (warps) per block
-  if (vec && dim <= 128 * 4) {
-    layer_norm_warp_kernel<4><<<blocks, 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps, as_nv(out), ldo,
-                                                          num_rows, dim);
-  } else if (vec && dim <= 128 * 8) {
-    layer_norm_warp_kernel<8><<<blocks, 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps, as_nv(out), ldo,
-                                                          num_rows, dim);
-  } else if (vec && dim <= 128 * 16) {
-    layer_norm_warp_kernel<16><<<blocks, 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps, as_nv(out), ldo,
-                                                           num_rows, dim);
-  } else {
-    layer_norm_kernel<<<static_cast<unsigned>(num_rows), 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps,
-                                                                           as_nv(out), ldo, dim);
-  }
+  if (vec && dim <= 128 * 4)
+    return launch_dependent(layer_norm_warp_kernel<4>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta, eps,
+                            as_nv(out), ldo, num_rows, dim);
+  if (vec && dim <= 128 * 8)
+    return launch_dependent(layer_norm_warp_kernel<8>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta, eps,
+                            as_nv(out), ldo, num_rows, dim);
+  if (vec && dim <= 128 * 16)
+    return launch_dependent(layer_norm_warp_kernel<16>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta, eps,
+                            as_nv(out), ldo, num_rows, dim);
+  layer_norm_kernel<<<static_cast<unsigned>(num_rows), 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps,
+                                                                         as_nv(out), ldo, dim);
   return launched();
 }
 
@@ -275,11 +275,11 @@ Status gelu_erf(bf16* x, int64_t n, Stream stream) {
   if (n % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     const int64_t vectors = n / 8;
     const int64_t blocks = std::min<int64_t>((vectors + 255) / 256, 132 * 16);
-    gelu_vec_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(reinterpret_cast<uint4*>(x), vectors);
-  } else {
-    const int64_t blocks = std::min<int64_t>((n + 255) / 256, 132 * 16);
-    gelu_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(as_nv(x), n);
+    return launch_dependent(gelu_vec_kernel, static_cast<unsigned>(blocks), 256, 0, stream,
+                            reinterpret_cast<uint4*>(x), vectors);
   }
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 132 * 16);
+  gelu_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(as_nv(x), n);
   return launched();
 }
 
