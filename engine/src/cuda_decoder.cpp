@@ -4,7 +4,8 @@
 //   cache -> attention -> x += attn Wproj^T + b (float32 C, beta = 1: the residual add is the
 //   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) -> x += m Wfc2^T + b.
 // Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
-// block per token. 7 launches per layer plus 5 per step; inside a CUDA graph.
+// block per token. 9 launches per layer (10 when attention splits its slots) plus 5 per step,
+// our own kernels as programmatic dependent launches (csrc/cuda/common.cuh); inside a CUDA graph.
 #include "lpd/cuda_decoder.h"
 
 #include <cuda_runtime.h>
