@@ -26,5 +26,6 @@ timeout ${BENCH_TIMEOUT:-300} python3 bench/bench_cuda.py --cases $CASES --out "
 if [ -z "${SKIP_PEER:-}" ] && [ -d .peer/lpd/models ]; then
   timeout ${PEER_TIMEOUT:-200} python3 bench/official_peer.py --cases $CASES --out "$OUT/peer.json" 2>&1 \
     | tee "$OUT/peer.log" | tail -8
+  [ -f "$OUT/bench.json" ] && [ -f "$OUT/peer.json" ] && python3 bench/ratios.py "$OUT/bench.json" "$OUT/peer.json"
 fi
 echo "total $(( $(date +%s) - t0 )) s"
