@@ -41,9 +41,12 @@ struct Engine::Request {
   }
 };
 
-// Room for 8 guided images on the CPU, 64 on the GPU (a throughput batch).
+// Room for 8 guided images on the CPU; on the GPU as many blocks as 64 guided 256-px images
+// take (a throughput batch; 16 guided 512-px images), so the default memory does not grow
+// fourfold with the resolution.
 static int64_t default_blocks(const TransformerConfig& c, int64_t block_size, bool gpu) {
-  return (gpu ? 128 : 16) * ((c.num_tokens + 1 + block_size - 1) / block_size);
+  if (gpu) return 128 * ((256 + 1 + block_size - 1) / block_size);
+  return 16 * ((c.num_tokens + 1 + block_size - 1) / block_size);
 }
 
 Engine::Engine(const std::string& bundle_dir, const EngineOptions& options)

@@ -55,7 +55,7 @@ typedef struct lpd_engine lpd_engine;
 
 typedef struct lpd_engine_params {
   int64_t kv_pool_bytes;  /* KV pool size in bytes (K and V, all layers; float32, bf16 on cuda), or 0 */
-  int64_t kv_pool_blocks; /* ... or in blocks; both 0: room for 8 guided images (64 on cuda) */
+  int64_t kv_pool_blocks; /* ... or in blocks; both 0: room for 8 guided images (cuda: 64 at 256 px) */
   int32_t block_size;     /* slots per KV block (16) */
   int32_t num_threads;    /* CPU threads, 0 = all */
   int32_t verify_hashes;  /* non-zero: check the sha256 of every bundle file (1) */

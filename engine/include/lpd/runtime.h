@@ -62,8 +62,8 @@ struct RequestResult {
 };
 
 struct EngineOptions {
-  int64_t kv_pool_bytes = 0;   // KV pool size in bytes (float32 K and V, all layers) ...
-  int64_t kv_pool_blocks = 0;  // ... or in blocks; when both are 0: room for 8 guided images, 64 on cuda
+  int64_t kv_pool_bytes = 0;   // KV pool size in bytes (K and V, all layers; float32, bf16 on cuda) ...
+  int64_t kv_pool_blocks = 0;  // ... or in blocks; both 0: 8 guided images (cuda: 64 at 256 px, 16 at 512)
   int64_t block_size = 16;     // slots per block
   int num_threads = 0;         // CPU kernel threads; 0 = all
   bool verify_hashes = true;   // check the manifest's sha256 of every bundle file

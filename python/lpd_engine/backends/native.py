@@ -42,10 +42,11 @@ def _load_extension():
 class NativeEngine:
     """One bundle on the C++ runtime (CPU float32, or the GPU in bf16).
 
-    kv_pool_bytes / kv_pool_blocks: the KV pool (float32 K and V, every layer) in bytes or in
-    blocks of block_size slots; both 0 gives room for 8 guided images (64 with device "cuda"). A request needing more
-    blocks than the whole pool is refused at submit (InvalidRequestError); one that needs more
-    than are free waits in a FIFO queue. num_threads: CPU threads (0 = all).
+    kv_pool_bytes / kv_pool_blocks: the KV pool (K and V of every layer; float32, bf16 on the
+    GPU) in bytes or in blocks of block_size slots; both 0 gives room for 8 guided images (with
+    device "cuda": 64 at 256 px, 16 at 512 px). A request needing more blocks than the whole
+    pool is refused at submit (InvalidRequestError); one that needs more than are free waits in
+    a FIFO queue. num_threads: CPU threads (0 = all).
     device: "cpu" (float32) or "cuda" (bf16 weights, activations and KV cache on the GPU,
     sampling on the device, CUDA graphs, the VQ decoder on the GPU too; needs a build with the
     CUDA path, see NativeEngine.cuda_available()).
