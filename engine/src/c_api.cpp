@@ -147,7 +147,7 @@ lpd_status lpd_engine_get_info(const lpd_engine* engine, lpd_engine_info* out) {
     out->num_blocks = e.num_blocks();
     out->block_size = e.block_size();
     out->free_blocks = e.free_blocks();
-    out->block_bytes = static_cast<int64_t>(lpd::KvCache::bytes_for(c.depth, 1, e.block_size(), c.dim));
+    out->block_bytes = e.block_bytes();
     return LPD_STATUS_OK;
   });
 }

@@ -34,8 +34,9 @@ static size_t checked_stride(int64_t num_layers, int64_t num_blocks, int64_t blo
   return static_cast<size_t>(num_blocks * block_size * width);
 }
 
-size_t KvCache::bytes_for(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width) {
-  return 2 * static_cast<size_t>(num_layers) * num_blocks * block_size * width * sizeof(float);
+size_t KvCache::bytes_for(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width,
+                          size_t element_bytes) {
+  return 2 * static_cast<size_t>(num_layers) * num_blocks * block_size * width * element_bytes;
 }
 
 KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width, bool storage)

@@ -76,7 +76,7 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
   schedules_ = std::make_unique<BundleSchedules>(bundle.dir, bundle.manifest, weights_.config.num_tokens,
                                                  options.verify_hashes);
   const TransformerConfig& c = weights_.config;
-  const size_t block_bytes = KvCache::bytes_for(c.depth, 1, options.block_size, c.dim);
+  const size_t block_bytes = static_cast<size_t>(block_bytes_for(options.block_size));
   int64_t blocks = options.kv_pool_blocks;
   if (!blocks && options.kv_pool_bytes) blocks = options.kv_pool_bytes / static_cast<int64_t>(block_bytes);
   if (!blocks && !options.kv_pool_bytes) blocks = default_blocks(c, options.block_size, device_ == "cuda");
@@ -96,6 +96,11 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
     gpu_vq_ = std::make_unique<CudaVqDecoder>(bundle, c.grid(), static_cast<size_t>(options.vq_activation_bytes));
 #endif
   }
+}
+
+int64_t Engine::block_bytes_for(int64_t block_size) const {
+  return static_cast<int64_t>(KvCache::bytes_for(weights_.config.depth, 1, block_size, weights_.config.dim,
+                                                 device_ == "cuda" ? sizeof(uint16_t) : sizeof(float)));
 }
 
 int64_t Engine::token_base(const Request& r, int64_t b) const {

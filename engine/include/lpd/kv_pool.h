@@ -33,8 +33,10 @@ class KvCache {
  public:
   // storage = false: blocks and tables only (the GPU decoder keeps the K/V itself).
   KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width, bool storage = true);
-  // Bytes of float32 K and V for num_blocks blocks of a model: 2 * layers * blocks * block_size * width * 4.
-  static size_t bytes_for(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width);
+  // Bytes of K and V for num_blocks blocks of a model: 2 * layers * blocks * block_size * width *
+  // element_bytes (4 for the CPU's float32, 2 for the GPU's bf16).
+  static size_t bytes_for(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t width,
+                          size_t element_bytes = sizeof(float));
 
   float* k(int64_t layer) { return k_.data() + layer * layer_stride_; }
   float* v(int64_t layer) { return v_.data() + layer * layer_stride_; }

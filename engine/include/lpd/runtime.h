@@ -91,6 +91,8 @@ class Engine {
   int64_t queued_blocks() const;
   // KV blocks a request of `batch` images needs (guided: two sequences per image).
   int64_t blocks_for(int64_t batch, bool guided) const;
+  // Bytes of one KV block (K and V of every layer): float32 on the CPU, bf16 on cuda.
+  int64_t block_bytes() const { return block_bytes_for(block_size()); }
 
   // Validates (Error kInvalidLabel / kInvalidSampling / kInvalidSchedule / kTooLarge) and queues.
   int64_t submit(RequestSpec spec);
@@ -131,6 +133,7 @@ class Engine {
   void finish(Request& r);
   void gpu_step();
   int64_t token_base(const Request& r, int64_t b) const;
+  int64_t block_bytes_for(int64_t block_size) const;
 
   TransformerWeights weights_;
   VqDecoder vq_;
