@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "lpd/kernels/common.h"
@@ -18,6 +19,12 @@ __host__ __device__ inline const nv_bf16* as_nv(const bf16* p) { return reinterp
 __host__ __device__ inline nv_bf16* as_nv(bf16* p) { return reinterpret_cast<nv_bf16*>(p); }
 
 inline Status launched() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kDeviceError; }
+
+// Blocks of 256 threads for a grid-stride loop over `items`: one item per thread, at most `cap`
+// blocks (each thread then takes several), at least one.
+inline unsigned grid_stride_blocks(int64_t items, int64_t cap) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, cap)));
+}
 
 // Programmatic dependent launch (sm_90): a kernel launched with launch_dependent() may be
 // scheduled while the kernel before it in the stream is still running, so its launch overlaps

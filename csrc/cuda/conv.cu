@@ -122,6 +122,8 @@ Status conv2d(ConvContext* ctx, const ConvArgs& a, Stream stream) {
 
 namespace {
 
+constexpr int64_t kMaxBlocks = 132 * 32;  // grid-stride loops of the small operators
+
 __device__ inline uint4 add_bias8(uint4 v, const nv_bf16* bias, int64_t c0) {
   if (!bias) return v;
   nv_bf16* e = reinterpret_cast<nv_bf16*>(&v);
@@ -176,10 +178,6 @@ __global__ void to_rgb_kernel(const nv_bf16* __restrict__ x, int64_t ldx, const 
   }
 }
 
-unsigned grid_for(int64_t items, int threads = 256) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + threads - 1) / threads, 132 * 32)));
-}
-
 }  // namespace
 
 Status upsample_nearest2x(const bf16* x, const bf16* bias, int64_t n, int64_t height, int64_t width,
@@ -187,7 +185,7 @@ Status upsample_nearest2x(const bf16* x, const bf16* bias, int64_t n, int64_t he
   if (!x || !out || n <= 0 || height <= 0 || width <= 0 || channels <= 0) return Status::kInvalidArgument;
   if (channels % 8) return Status::kUnsupported;
   const int64_t vpp = channels / 8;
-  upsample_kernel<<<grid_for(n * 4 * height * width * vpp), 256, 0, stream>>>(
+  upsample_kernel<<<grid_stride_blocks(n * 4 * height * width * vpp, kMaxBlocks), 256, 0, stream>>>(
       reinterpret_cast<const uint4*>(x), as_nv(bias), n, height, width, vpp, reinterpret_cast<uint4*>(out));
   return launched();
 }
@@ -196,7 +194,7 @@ Status gather_rows(const bf16* table, const int32_t* ids, int64_t rows, int64_t 
   if (!table || !ids || !out || rows < 0 || width <= 0) return Status::kInvalidArgument;
   if (width % 8) return Status::kUnsupported;
   if (rows == 0) return Status::kOk;
-  gather_kernel<<<grid_for(rows * width / 8), 256, 0, stream>>>(reinterpret_cast<const uint4*>(table), ids, rows,
+  gather_kernel<<<grid_stride_blocks(rows * width / 8, kMaxBlocks), 256, 0, stream>>>(reinterpret_cast<const uint4*>(table), ids, rows,
                                                                  width / 8, reinterpret_cast<uint4*>(out));
   return launched();
 }
@@ -211,7 +209,7 @@ Status softmax_rows(const float* s, int64_t rows, int64_t cols, float scale, bf1
 Status to_rgb(const bf16* x, int64_t ldx, const bf16* bias, int64_t num_pixels, uint8_t* rgb, Stream stream) {
   if (!x || !rgb || ldx < 3 || num_pixels < 0) return Status::kInvalidArgument;
   if (num_pixels == 0) return Status::kOk;
-  to_rgb_kernel<<<grid_for(num_pixels * 3), 256, 0, stream>>>(as_nv(x), ldx, as_nv(bias), num_pixels, rgb);
+  to_rgb_kernel<<<grid_stride_blocks(num_pixels * 3, kMaxBlocks), 256, 0, stream>>>(as_nv(x), ldx, as_nv(bias), num_pixels, rgb);
   return launched();
 }
 

@@ -2,8 +2,6 @@
 // copies each row's K and V (width bf16 each) to the row's slot, 16 bytes per thread access when
 // the layout allows, so the many small rows of a large batch keep every SM busy. Launched as a
 // programmatic dependent of the qkv GEMM (common.cuh).
-#include <algorithm>
-
 #include "common.cuh"
 #include "lpd/kernels/kv_cache.h"
 
@@ -24,9 +22,7 @@ __global__ void kv_write_kernel(const Vec* __restrict__ k, const Vec* __restrict
   }
 }
 
-unsigned grid_for(int64_t items) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, 132 * 16)));
-}
+
 
 }  // namespace
 
@@ -37,13 +33,13 @@ Status kv_cache_write(const bf16* k, const bf16* v, int64_t ld, const int32_t* s
   if (num_rows == 0) return Status::kOk;
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (width % 8 == 0 && ld % 8 == 0 && aligned(k) && aligned(v) && aligned(k_cache) && aligned(v_cache)) {
-    return detail::launch_dependent(kv_write_kernel<uint4>, grid_for(num_rows * width / 8), 256, 0, stream,
-                                    reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), ld / 8,
-                                    slot_mapping, num_rows, width / 8, reinterpret_cast<uint4*>(k_cache),
-                                    reinterpret_cast<uint4*>(v_cache));
+    return detail::launch_dependent(kv_write_kernel<uint4>, detail::grid_stride_blocks(num_rows * width / 8, 132 * 16),
+                                    256, 0, stream, reinterpret_cast<const uint4*>(k),
+                                    reinterpret_cast<const uint4*>(v), ld / 8, slot_mapping, num_rows, width / 8,
+                                    reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache));
   }
-  return detail::launch_dependent(kv_write_kernel<uint16_t>, grid_for(num_rows * width), 256, 0, stream, k, v, ld,
-                                  slot_mapping, num_rows, width, k_cache, v_cache);
+  return detail::launch_dependent(kv_write_kernel<uint16_t>, detail::grid_stride_blocks(num_rows * width, 132 * 16), 256,
+                                  0, stream, k, v, ld, slot_mapping, num_rows, width, k_cache, v_cache);
 }
 
 }  // namespace lpd::kernels::cuda

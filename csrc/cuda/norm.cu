@@ -274,12 +274,10 @@ Status gelu_erf(bf16* x, int64_t n, Stream stream) {
   if (n == 0) return Status::kOk;
   if (n % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     const int64_t vectors = n / 8;
-    const int64_t blocks = std::min<int64_t>((vectors + 255) / 256, 132 * 16);
-    return launch_dependent(gelu_vec_kernel, static_cast<unsigned>(blocks), 256, 0, stream,
+    return launch_dependent(gelu_vec_kernel, grid_stride_blocks(vectors, 132 * 16), 256, 0, stream,
                             reinterpret_cast<uint4*>(x), vectors);
   }
-  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 132 * 16);
-  gelu_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(as_nv(x), n);
+  gelu_kernel<<<grid_stride_blocks(n, 132 * 16), 256, 0, stream>>>(as_nv(x), n);
   return launched();
 }
 
