@@ -62,7 +62,7 @@ bool Engine::cuda_available() {
 
 Engine::Engine(Bundle bundle, const EngineOptions& options)
     : weights_(TransformerWeights::load(bundle, options.device != "cuda")),
-      vq_(VqDecoder::load(bundle)),
+      image_size_(weights_.config.grid() * bundle.vq.downsample()),
       device_(options.device) {
   if (device_ != "cpu" && device_ != "cuda")
     fail(ErrorKind::kInvalidArgument, "device must be \"cpu\" or \"cuda\", got \"" + device_ + "\"");
@@ -86,6 +86,7 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
   cache_ = std::make_unique<KvCache>(c.depth, blocks, options.block_size, c.dim, device_ == "cpu");
   if (device_ == "cpu") {
     decoder_ = std::make_unique<StepDecoder>(weights_, *cache_);
+    vq_ = std::make_unique<VqDecoder>(VqDecoder::load(bundle));
   } else {
 #ifdef LPD_WITH_CUDA
     // Token arena: num_tokens ints per block id; an image's tokens live at its conditional
@@ -440,7 +441,7 @@ void Engine::decode(const int64_t* tokens, int64_t batch, uint8_t* rgb) const {
   if (gpu_vq_) return gpu_vq_->decode(tokens, batch, rgb);
 #endif
   const int64_t n = weights_.config.num_tokens, side = image_size();
-  for (int64_t b = 0; b < batch; ++b) vq_.decode(tokens + b * n, weights_.config.grid(), rgb + b * side * side * 3);
+  for (int64_t b = 0; b < batch; ++b) vq_->decode(tokens + b * n, weights_.config.grid(), rgb + b * side * side * 3);
 }
 
 RequestResult Engine::generate(RequestSpec spec) {

@@ -83,7 +83,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const TransformerConfig& config() const { return weights_.config; }
-  int64_t image_size() const { return weights_.config.grid() * vq_.downsample(); }
+  int64_t image_size() const { return image_size_; }
   int64_t num_blocks() const { return cache_->pool().num_blocks(); }
   int64_t block_size() const { return cache_->block_size(); }
   int64_t free_blocks() const;
@@ -136,7 +136,8 @@ class Engine {
   int64_t block_bytes_for(int64_t block_size) const;
 
   TransformerWeights weights_;
-  VqDecoder vq_;
+  int64_t image_size_;
+  std::unique_ptr<VqDecoder> vq_;  // device "cpu": pixels are decoded on the CPU
   std::unique_ptr<BundleSchedules> schedules_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<StepDecoder> decoder_;

@@ -19,7 +19,6 @@ class VqDecoder {
   // tokens: [grid * grid] raster-order codes; rgb: [H, W, 3] uint8 with H = W = grid * downsample.
   // Pixels are round-half-even(clip((x + 1) / 2 * 255, 0, 255)) computed in float32.
   void decode(const int64_t* tokens, int64_t grid, uint8_t* rgb) const;
-  int64_t downsample() const { return config_.downsample(); }
 
  private:
   struct Conv {
