@@ -2,9 +2,8 @@
 // the epilogue (exact: it is the same float32 add a separate kernel would do), the residual
 // add as beta = 1 into a float32 C = D. Row-major c[m, n] = a[m, k] . w[n, k]^T is the
 // column-major product D[n, m] = W^T[n, k] . A[k, m], so W is cuBLAS's A with op T.
-// Descriptors and the algorithm are cached per shape: the first call of a shape asks the
-// heuristic for candidates and times them (host-side work and a wait), later calls (and CUDA
-// graph captures) only enqueue the matmul.
+// Descriptors and the heuristic's algorithm are cached per shape: the first call of a shape
+// does the host-side work, later calls (and CUDA graph captures) only enqueue the matmul.
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -20,7 +19,6 @@ namespace lpd::kernels::cuda {
 
 namespace {
 constexpr size_t kWorkspaceBytes = 32u << 20;
-constexpr int kCandidates = 8;  // heuristic results timed per shape
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -35,8 +33,6 @@ using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, boo
 struct GemmContext {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  void* scratch = nullptr;  // output of the candidate timings (grows to the largest C)
-  size_t scratch_bytes = 0;
   std::map<Key, Plan> plans;
   std::mutex mutex;
 };
@@ -60,57 +56,11 @@ void gemm_context_destroy(GemmContext* ctx) {
     cublasLtMatmulDescDestroy(p.op);
   }
   if (ctx->workspace) cudaFree(ctx->workspace);
-  if (ctx->scratch) cudaFree(ctx->scratch);
   if (ctx->handle) cublasLtDestroy(ctx->handle);
   delete ctx;
 }
 
-// Times the heuristic's candidates on the caller's shapes (output into a scratch C, beta = 0)
-// and returns the fastest, keeping the heuristic's first unless another is >10% faster, so the
-// pick does not flip on timing noise. Not while a stream is being captured (no timing there).
-static cublasLtMatmulAlgo_t fastest(GemmContext* ctx, const GemmArgs& g, const Plan& p,
-                                    const cublasLtMatmulHeuristicResult_t* r, int found, Stream stream) {
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  cudaStreamIsCapturing(stream, &capturing);
-  if (found == 1 || capturing != cudaStreamCaptureStatusNone) return r[0].algo;
-  const size_t bytes = static_cast<size_t>((g.batch - 1) * g.stride_c + g.m * g.ldc) * (g.out_fp32 ? 4 : 2);
-  if (bytes > ctx->scratch_bytes) {
-    if (ctx->scratch) cudaFree(ctx->scratch);
-    ctx->scratch = nullptr;
-    ctx->scratch_bytes = 0;
-    if (cudaMalloc(&ctx->scratch, bytes) != cudaSuccess) return r[0].algo;
-    ctx->scratch_bytes = bytes;
-  }
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  if (p.has_bias) cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias));
-  const float alpha = 1.0f, beta = 0.0f;
-  int best = 0;
-  float best_ms = 0.0f, first_ms = 0.0f;
-  for (int i = 0; i < found; ++i) {
-    auto run = [&] {
-      return cublasLtMatmul(ctx->handle, p.op, &alpha, g.w, p.a, g.a, p.b, &beta, ctx->scratch, p.c, ctx->scratch,
-                            p.c, &r[i].algo, ctx->workspace, kWorkspaceBytes, stream) == CUBLAS_STATUS_SUCCESS;
-    };
-    if (!run()) continue;
-    cudaEventRecord(start, stream);
-    for (int k = 0; k < 5; ++k) run();
-    cudaEventRecord(stop, stream);
-    float ms = 0.0f;
-    if (cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
-    if (i == 0) first_ms = best_ms = ms;
-    if (ms < best_ms && ms < 0.9f * first_ms) {
-      best = i;
-      best_ms = ms;
-    }
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return r[best].algo;
-}
-
-static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p, Stream stream) {
+static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
   const cudaDataType_t ctype = g.out_fp32 ? CUDA_R_32F : CUDA_R_16BF;
   if (cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return false;
   const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
@@ -139,13 +89,13 @@ static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p, Stream strea
   if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return false;
   const size_t ws = kWorkspaceBytes;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  cublasLtMatmulHeuristicResult_t results[kCandidates]{};
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(ctx->handle, p.op, p.a, p.b, p.c, p.c, pref, kCandidates, results, &found);
+      cublasLtMatmulAlgoGetHeuristic(ctx->handle, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
-  p.algo = fastest(ctx, g, p, results, found, stream);
+  p.algo = result.algo;
   return true;
 }
 
@@ -161,7 +111,7 @@ Status gemm(GemmContext* ctx, const GemmArgs& g, Stream stream) {
   auto it = ctx->plans.find(key);
   if (it == ctx->plans.end()) {
     Plan p;
-    if (!make_plan(ctx, g, p, stream)) {
+    if (!make_plan(ctx, g, p)) {
       if (p.a) cublasLtMatrixLayoutDestroy(p.a);
       if (p.b) cublasLtMatrixLayoutDestroy(p.b);
       if (p.c) cublasLtMatrixLayoutDestroy(p.c);
