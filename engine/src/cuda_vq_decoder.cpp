@@ -86,6 +86,20 @@ struct CudaVqDecoder::Impl {
   uint8_t* rgb_host = nullptr;  // pinned
   int32_t* ids_host = nullptr;  // pinned
   GraphCache<int64_t> graphs;  // forward() per chunk size
+
+  // Here rather than in ~CudaVqDecoder so that a constructor throwing part-way releases what it
+  // made (null members are skipped). The stream is drained first and the graphs go before it;
+  // the device buffers and the weight arena are freed by their own destructors after this body.
+  ~Impl() {
+    if (stream) cudaStreamSynchronize(stream);
+    graphs.clear();
+    if (rgb_host) cudaFreeHost(rgb_host);
+    if (ids_host) cudaFreeHost(ids_host);
+    kc::conv_context_destroy(conv_ctx);
+    kc::gemm_context_destroy(gemm_ctx);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
   template <typename T>
   const T* upload(const std::vector<T>& host) {
     return weights->upload(host);
@@ -339,16 +353,7 @@ CudaVqDecoder::CudaVqDecoder(const Bundle& bundle, int64_t grid, size_t activati
                                        (m.gn_work.count + m.gn_stats.count) * 4 + kConvWorkspaceBytes);
 }
 
-CudaVqDecoder::~CudaVqDecoder() {
-  Impl& m = *impl_;
-  if (m.stream) cudaStreamSynchronize(m.stream);
-  m.graphs.clear();
-  if (m.rgb_host) cudaFreeHost(m.rgb_host);
-  if (m.ids_host) cudaFreeHost(m.ids_host);
-  kc::conv_context_destroy(m.conv_ctx);
-  kc::gemm_context_destroy(m.gemm_ctx);
-  if (m.stream) cudaStreamDestroy(m.stream);
-}
+CudaVqDecoder::~CudaVqDecoder() = default;  // Impl's destructor releases the GPU resources
 
 int64_t CudaVqDecoder::image_size() const { return impl_->grid * impl_->c.downsample(); }
 
