@@ -44,9 +44,10 @@ __device__ inline uint32_t order_key(float f) {
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-// Block argmax of (score, index): larger score wins, then the smaller index.
+// Warp argmax of (score, index) by xor shuffles: larger score wins, then the smaller index;
+// idx < 0 marks an empty slot.
 template <typename T>
-__device__ void block_argmax(T& best, int& idx, T* sv, int* si) {
+__device__ inline void warp_argmax(T& best, int& idx) {
   for (int o = 16; o > 0; o >>= 1) {
     const T ov = __shfl_xor_sync(0xffffffffu, best, o);
     const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
@@ -55,6 +56,12 @@ __device__ void block_argmax(T& best, int& idx, T* sv, int* si) {
       idx = oi;
     }
   }
+}
+
+// Block argmax of (score, index): larger score wins, then the smaller index.
+template <typename T>
+__device__ void block_argmax(T& best, int& idx, T* sv, int* si) {
+  warp_argmax(best, idx);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (lane == 0) {
     sv[warp] = best;
@@ -64,14 +71,7 @@ __device__ void block_argmax(T& best, int& idx, T* sv, int* si) {
   if (warp == 0) {
     best = lane < kThreads / 32 ? sv[lane] : sv[0];
     idx = lane < kThreads / 32 ? si[lane] : -1;
-    for (int o = 16; o > 0; o >>= 1) {
-      const T ov = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-      if (oi >= 0 && (idx < 0 || ov > best || (ov == best && oi < idx))) {
-        best = ov;
-        idx = oi;
-      }
-    }
+    warp_argmax(best, idx);
   }
 }
 
