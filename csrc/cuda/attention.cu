@@ -38,6 +38,16 @@ size_t smem_bytes(int64_t head_dim, int chunk) {
   return sizeof(float) * (kRows * head_dim + chunk * (head_dim + 1) + chunk * head_dim + kRows * chunk + 3 * kRows);
 }
 
+// The CUDA-core kernel's accumulators: thread tid's acc[i] holds O[r][d] of the sub-tile, where
+// r * hd + d = tid + i * kThreads; false when that element lies past the first `rows` rows.
+__device__ __forceinline__ bool acc_element(int tid, int i, int rows, int hd, int& r, int& d) {
+  const int e = tid + i * kThreads;
+  if (e >= rows * hd) return false;
+  r = e / hd;
+  d = e % hd;
+  return true;
+}
+
 __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttentionParams p, int chunk) {
   extern __shared__ float smem[];
   const int hd = static_cast<int>(p.head_dim);
@@ -132,9 +142,8 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < kMaxAcc; ++i) {
-      const int e = tid + i * kThreads;
-      if (e < kRows * hd) {
-        const int r = e / hd, d = e % hd;
+      int r, d;
+      if (acc_element(tid, i, kRows, hd, r, d)) {
         float a = acc[i] * alpha[r];
         const float* pr = s + r * chunk;
         for (int j = 0; j < chunk; ++j) a = fmaf(pr[j], v[j * hd + d], a);
@@ -145,9 +154,8 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   }
 #pragma unroll
   for (int i = 0; i < kMaxAcc; ++i) {
-    const int e = tid + i * kThreads;
-    if (e < rows * hd) {
-      const int r = e / hd, d = e % hd;
+    int r, d;
+    if (acc_element(tid, i, rows, hd, r, d)) {
       const float l = row_sum[r];
       as_nv(p.out)[(first + r) * p.out_stride + head * hd + d] = __float2bfloat16(l > 0.0f ? acc[i] / l : 0.0f);
     }
