@@ -17,15 +17,13 @@ void raise_lpd_error(const char* name, const char* message);  // engine/python/m
 
 namespace {
 
-std::vector<int64_t> to_vector(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& a) {
-  return std::vector<int64_t>(a.data(), a.data() + a.size());
-}
+using Int64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
-lpd::RequestSpec make_spec(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& labels,
-                           const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& group_sizes,
-                           const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& orders, double cfg,
-                           const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p,
-                           uint64_t seed, bool decode_pixels) {
+std::vector<int64_t> to_vector(const Int64Array& a) { return std::vector<int64_t>(a.data(), a.data() + a.size()); }
+
+lpd::RequestSpec make_spec(const Int64Array& labels, const Int64Array& group_sizes, const Int64Array& orders,
+                           double cfg, const std::string& cfg_schedule, double temperature, int64_t top_k,
+                           double top_p, uint64_t seed, bool decode_pixels) {
   lpd::RequestSpec spec;
   spec.labels = to_vector(labels);
   spec.group_sizes = to_vector(group_sizes);
@@ -63,6 +61,25 @@ const char* state_name(lpd::RequestState s) {
   return "?";
 }
 
+// Defines Engine.<name> taking the request arguments (labels, group_sizes, orders, cfg, cfg_schedule,
+// temperature, top_k, top_p, seed, decode_pixels) and then one argument per type in Extra, named
+// by extra_args. run(engine, spec, extra...) gets the RequestSpec made from the request arguments.
+template <typename... Extra, typename Run, typename... ExtraArgs>
+void def_request(py::class_<lpd::Engine>& engine, const char* name, Run run, const ExtraArgs&... extra_args) {
+  engine.def(
+      name,
+      [run](lpd::Engine& e, Int64Array labels, Int64Array group_sizes, Int64Array orders, double cfg,
+            const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p, uint64_t seed,
+            bool decode_pixels, Extra... extra) {
+        return run(e, make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k, top_p, seed,
+                                decode_pixels),
+                   extra...);
+      },
+      py::arg("labels"), py::arg("group_sizes"), py::arg("orders"), py::arg("cfg"), py::arg("cfg_schedule"),
+      py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"),
+      extra_args...);
+}
+
 }  // namespace
 
 void bind_runtime(py::module_& m) {
@@ -83,7 +100,9 @@ void bind_runtime(py::module_& m) {
     }
   });
 
-  py::class_<lpd::Engine>(m, "Engine", "The C++ request runtime over one bundle (see lpd_engine.backends.native).")
+  py::class_<lpd::Engine> engine(m, "Engine",
+                                 "The C++ request runtime over one bundle (see lpd_engine.backends.native).");
+  engine
       .def(py::init([](const std::string& dir, int64_t kv_pool_bytes, int64_t kv_pool_blocks, int64_t block_size,
                        int num_threads, bool verify_hashes, const std::string& device, bool cuda_graphs,
                        int64_t vq_activation_bytes) {
@@ -113,22 +132,15 @@ void bind_runtime(py::module_& m) {
              std::copy(l.begin(), l.end(), out.mutable_data());
              return out;
            },
-           "The last step's logits [rows, vocab] (tests).")
-      .def(
-          "submit",
-          [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels,
-             py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
-             py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, double cfg,
-             const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p, uint64_t seed,
-             bool decode_pixels, uint32_t first_image) {
-            lpd::RequestSpec spec = make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k,
-                                              top_p, seed, decode_pixels);
-            spec.first_image = first_image;
-            return e.submit(std::move(spec));
-          },
-          py::arg("labels"), py::arg("group_sizes"), py::arg("orders"), py::arg("cfg"), py::arg("cfg_schedule"),
-          py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"),
-          py::arg("first_image") = 0)
+           "The last step's logits [rows, vocab] (tests).");
+  def_request<uint32_t>(
+      engine, "submit",
+      [](lpd::Engine& e, lpd::RequestSpec spec, uint32_t first_image) {
+        spec.first_image = first_image;
+        return e.submit(std::move(spec));
+      },
+      py::arg("first_image") = 0);
+  engine
       .def("step", &lpd::Engine::step, py::call_guard<py::gil_scoped_release>(),
            "Admit what fits, advance every running request one step; returns requests still active.")
       .def("state", [](const lpd::Engine& e, int64_t id) { return state_name(e.state(id)); })
@@ -136,10 +148,9 @@ void bind_runtime(py::module_& m) {
       .def("release", &lpd::Engine::release)
       .def(
           "submit_steps",
-          [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels, int64_t steps,
-             double cfg, const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p,
-             uint64_t seed, bool decode_pixels) {
-            const py::array_t<int64_t, py::array::c_style | py::array::forcecast> none(0);
+          [](lpd::Engine& e, Int64Array labels, int64_t steps, double cfg, const std::string& cfg_schedule,
+             double temperature, int64_t top_k, double top_p, uint64_t seed, bool decode_pixels) {
+            const Int64Array none(0);
             lpd::RequestSpec spec =
                 make_spec(labels, none, none, cfg, cfg_schedule, temperature, top_k, top_p, seed, decode_pixels);
             lpd::ImageSchedule s = e.schedules().for_steps(steps, seed, static_cast<int64_t>(spec.labels.size()));
@@ -151,8 +162,7 @@ void bind_runtime(py::module_& m) {
           py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"))
       .def(
           "default_orders",
-          [](const lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
-             int64_t batch, uint64_t seed) {
+          [](const lpd::Engine& e, Int64Array group_sizes, int64_t batch, uint64_t seed) {
             const std::vector<int64_t> orders = e.schedules().default_orders(to_vector(group_sizes), seed, batch);
             py::array_t<int64_t> out({batch, e.config().num_tokens});
             std::copy(orders.begin(), orders.end(), out.mutable_data());
@@ -160,27 +170,18 @@ void bind_runtime(py::module_& m) {
           },
           py::arg("group_sizes"), py::arg("batch"), py::arg("seed"))
       .def("default_cfg", [](const lpd::Engine& e, int64_t steps) { return e.schedules().default_cfg(steps); })
-      .def_property_readonly("schedule_steps", [](const lpd::Engine& e) { return e.schedules().steps(); })
-      .def(
-          "generate",
-          [](lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> labels,
-             py::array_t<int64_t, py::array::c_style | py::array::forcecast> group_sizes,
-             py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, double cfg,
-             const std::string& cfg_schedule, double temperature, int64_t top_k, double top_p, uint64_t seed,
-             bool decode_pixels) {
-            lpd::RequestSpec spec = make_spec(labels, group_sizes, orders, cfg, cfg_schedule, temperature, top_k,
-                                              top_p, seed, decode_pixels);
-            lpd::RequestResult r;
-            {
-              py::gil_scoped_release release;
-              r = e.generate(std::move(spec));
-            }
-            return result_to_python(std::move(r));
-          },
-          py::arg("labels"), py::arg("group_sizes"), py::arg("orders"), py::arg("cfg"), py::arg("cfg_schedule"),
-          py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("decode_pixels"))
+      .def_property_readonly("schedule_steps", [](const lpd::Engine& e) { return e.schedules().steps(); });
+  def_request(engine, "generate", [](lpd::Engine& e, lpd::RequestSpec spec) {
+    lpd::RequestResult r;
+    {
+      py::gil_scoped_release release;
+      r = e.generate(std::move(spec));
+    }
+    return result_to_python(std::move(r));
+  });
+  engine
       .def("decode",
-           [](const lpd::Engine& e, py::array_t<int64_t, py::array::c_style | py::array::forcecast> tokens) {
+           [](const lpd::Engine& e, Int64Array tokens) {
              const int64_t n = e.config().num_tokens, side = e.image_size();
              if (tokens.ndim() != 2 || tokens.shape(1) != n)
                lpd::fail(lpd::ErrorKind::kInvalidArgument, "decode: tokens must be [batch, " + std::to_string(n) + "]");
