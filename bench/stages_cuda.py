@@ -1,8 +1,7 @@
 """Where one lpd_l 256/20 step's time goes on the GPU: each kernel of the step timed alone at
 the average step shape (batch 1 guided: ~51 rows, ~26 logit rows, 2 sequences; batch 64
 guided: ~3280 rows, ~1640 logit rows, 128 sequences; ~150 visible slots), random inputs,
-CUDA-event median over 50 launches, then the per-step sum (24 layers). Prints a table, then
-the GEMM time by rows for the few-row kernel against cuBLAS."""
+CUDA-event median over 50 launches, then the per-step sum (24 layers). Prints a table."""
 
 import statistics
 import sys
@@ -57,14 +56,15 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
     job["c"], job["u"], job["w"], job["d"], job["o"] = np.arange(len(job)), len(job) + np.arange(len(job)), 3.0, 1.0, np.arange(len(job))
     jobs = torch.from_numpy(job.view(np.uint8)).to(dev)
     toks = torch.zeros(len(job), dtype=torch.int32, device=dev)
-    gm = lambda a, n, k, ww, bias, c, f32, acc, m=rows, gelu=False: K.gemm(a.data_ptr(), k, ww.data_ptr(), k, bias, c.data_ptr(), n, m, n, k, f32, acc, gelu=gelu)
+    gm = lambda a, n, k, ww, bias, c, f32, acc, m=rows: K.gemm(a.data_ptr(), k, ww.data_ptr(), k, bias, c.data_ptr(), n, m, n, k, f32, acc)
     r = {}
     r["layer_norm x2"] = 2 * t(lambda: K.layer_norm(x.data_ptr(), D, 0, g.data_ptr(), b.data_ptr(), 1e-6, h.data_ptr(), D, rows, D))
     r["gemm qkv"] = t(lambda: gm(h, 3 * D, D, w["qkv"], bqkv.data_ptr(), qkv, False, False))
     r["kv write"] = t(lambda: K.kv_cache_write(qkv[:, D:].data_ptr(), qkv[:, 2 * D:].data_ptr(), 3 * D, slots.data_ptr(), rows, D, kc.data_ptr(), vc.data_ptr()))
     r["attention"] = t(lambda: K.paged_attention(qkv.data_ptr(), 3 * D, kc.data_ptr(), vc.data_ptr(), tables.data_ptr(), maxb, row_seq.data_ptr(), visl.data_ptr(), tiles.data_ptr(), tiles.numel() // 2, rows_a, H, HD, bs, 0.125, out.data_ptr(), D))
     r["gemm proj (+res)"] = t(lambda: gm(out, D, D, w["proj"], bd.data_ptr(), x, True, True))
-    r["gemm fc1 (+gelu)"] = t(lambda: gm(h, HID, D, w["fc1"], b1.data_ptr(), mlp, False, False, gelu=True))
+    r["gemm fc1"] = t(lambda: gm(h, HID, D, w["fc1"], b1.data_ptr(), mlp, False, False))
+    r["gelu"] = t(lambda: K.gelu_erf(mlp.data_ptr(), rows * HID))
     r["gemm fc2 (+res)"] = t(lambda: gm(mlp, D, HID, w["fc2"], bd.data_ptr(), x, True, True))
     per_layer = sum(r.values())
     head = t(lambda: gm(h, V, D, w["head"], 0, logits, True, False, m=logit_rows))
@@ -76,23 +76,5 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
     print(f"  step sum {24 * per_layer + head + samp:.3f} ms; x20 steps = {20 * (24 * per_layer + head + samp):.1f} ms")
 
 
-def few_rows_sweep():
-    """gemm() (the few-row kernel where gemm_few_rows holds, else cuBLASLt) against torch.matmul
-    (cuBLAS) on the lpd_l layer shapes, by rows: where the few-row kernel stops paying."""
-    print("\n== rows sweep, us per launch: ours (path) / torch.matmul")
-    for name, n, k in [("qkv", 3 * D, D), ("proj", D, D), ("fc1", HID, D), ("fc2", D, HID)]:
-        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
-        line = []
-        for m in (1, 16, 51, 80, 134, 192, 256):
-            a = torch.randn(m, k, device="cuda").bfloat16()
-            c = torch.empty(m, n, device="cuda").bfloat16()
-            args = (a.data_ptr(), k, w.data_ptr(), k, 0, c.data_ptr(), n, m, n, k, False, False)
-            few = "r" if K.gemm_few_rows(*args) else "lt"
-            ours, theirs = t(lambda: K.gemm(*args)), t(lambda: torch.matmul(a, w.T, out=c))
-            line.append(f"m {m}: {1e3 * ours:.1f}{few}/{1e3 * theirs:.1f}")
-        print(f"  {name:5} " + "  ".join(line))
-
-
 case(51, 26, 2)
 case(3280, 1640, 128)
-few_rows_sweep()

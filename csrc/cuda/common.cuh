@@ -32,21 +32,11 @@ inline unsigned grid_stride_blocks(int64_t items, int64_t cap) {
 // before anything else: it lets the next dependent kernel be scheduled, then waits until every
 // earlier kernel has finished and its writes are visible. Nothing may touch global memory
 // before it. In a CUDA graph capture the dependency becomes a programmatic edge.
-// A kernel that first reads only constant data (weights) may split the two: pdl_trigger(),
-// loads of the weights, then pdl_wait() before anything an earlier kernel writes.
-__device__ __forceinline__ void pdl_trigger() {
+__device__ __forceinline__ void pdl_enter() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
-}
-__device__ __forceinline__ void pdl_enter() {
-  pdl_trigger();
-  pdl_wait();
 }
 
 template <typename... Params, typename... Args>

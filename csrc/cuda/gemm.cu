@@ -1,5 +1,4 @@
-// bf16 GEMMs (lpd/kernels/gemm.h): few rows go to gemm_rows.cu, the rest through cuBLASLt.
-// cuBLASLt: float32 accumulation, the bias added in
+// bf16 GEMMs through cuBLASLt (lpd/kernels/gemm.h): float32 accumulation, the bias added in
 // the epilogue (exact: it is the same float32 add a separate kernel would do), the residual
 // add as beta = 1 into a float32 C = D. Row-major c[m, n] = a[m, k] . w[n, k]^T is the
 // column-major product D[n, m] = W^T[n, k] . A[k, m], so W is cuBLAS's A with op T.
@@ -14,9 +13,7 @@
 #include <utility>
 
 #include "common.cuh"
-#include "gemm_rows.cuh"
 #include "lpd/kernels/gemm.h"
-#include "lpd/kernels/norm.h"
 
 namespace lpd::kernels::cuda {
 
@@ -102,21 +99,11 @@ static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
   return true;
 }
 
-static bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-bool gemm_few_rows(const GemmArgs& g) {
-  return g.m <= kGemmFewRowsMax && g.batch == 1 && !g.w_kn && g.n % 64 == 0 && g.k % 64 == 0 && g.lda % 8 == 0 &&
-         g.ldw % 8 == 0 && g.ldc % 4 == 0 && aligned16(g.a) && aligned16(g.w) && aligned16(g.c) &&
-         reinterpret_cast<uintptr_t>(g.bias) % 8 == 0 && gemm_rows_splits(g.m, g.n, g.k) > 0;
-}
-
 Status gemm(GemmContext* ctx, const GemmArgs& g, Stream stream) {
   if (!ctx || !g.a || !g.w || !g.c || g.m < 0 || g.n <= 0 || g.k <= 0 || g.lda < g.k ||
-      g.ldw < (g.w_kn ? g.n : g.k) || g.ldc < g.n || g.batch < 1 || g.batch > INT32_MAX ||
-      (g.gelu && (g.out_fp32 || g.accumulate || g.batch != 1 || g.ldc != g.n)))
+      g.ldw < (g.w_kn ? g.n : g.k) || g.ldc < g.n || g.batch < 1 || g.batch > INT32_MAX)
     return Status::kInvalidArgument;
   if (g.m == 0) return Status::kOk;
-  if (gemm_few_rows(g)) return gemm_rows(g, gemm_rows_splits(g.m, g.n, g.k), stream);
   // One lock for the whole call: the plan's descriptor carries the bias pointer of this call.
   std::lock_guard<std::mutex> lock(ctx->mutex);
   const Key key{g.m,        g.n,   g.k,        g.lda,      g.ldw,     g.ldc,      g.out_fp32,
@@ -139,8 +126,7 @@ Status gemm(GemmContext* ctx, const GemmArgs& g, Stream stream) {
   const float alpha = 1.0f, beta = g.accumulate ? 1.0f : 0.0f;
   const cublasStatus_t st = cublasLtMatmul(ctx->handle, plan->op, &alpha, g.w, plan->a, g.a, plan->b, &beta, g.c,
                                            plan->c, g.c, plan->c, &plan->algo, ctx->workspace, kWorkspaceBytes, stream);
-  if (st != CUBLAS_STATUS_SUCCESS) return Status::kDeviceError;
-  return g.gelu ? gelu_erf(static_cast<bf16*>(g.c), g.m * g.n, stream) : Status::kOk;
+  return st == CUBLAS_STATUS_SUCCESS ? Status::kOk : Status::kDeviceError;
 }
 
 }  // namespace lpd::kernels::cuda

@@ -23,16 +23,6 @@ T* ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 const char* str(lpd::kernels::Status s) { return lpd::kernels::status_string(s); }
-kc::GemmArgs gemm_args(uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc,
-                       int64_t rows, int64_t n, int64_t k, bool out_fp32, bool accumulate, bool w_kn, int64_t batch,
-                       int64_t stride_a, int64_t stride_w, int64_t stride_c, bool gelu) {
-  kc::GemmArgs g{ptr<const kc::bf16>(a), lda,   ptr<const kc::bf16>(w), ldw, ptr<const void>(bias),
-                 ptr<void>(c),           ldc,   rows,                   n,   k,
-                 out_fp32,               accumulate, w_kn,              batch, stride_a,
-                 stride_w,               stride_c};
-  g.gelu = gelu;
-  return g;
-}
 }  // namespace
 
 void bind_cuda(py::module_& parent) {
@@ -78,25 +68,17 @@ void bind_cuda(py::module_& parent) {
       "gemm",
       [](uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc, int64_t rows,
          int64_t n, int64_t k, bool out_fp32, bool accumulate, bool w_kn, int64_t batch, int64_t stride_a,
-         int64_t stride_w, int64_t stride_c, bool gelu) {
+         int64_t stride_w, int64_t stride_c) {
         static kc::GemmContext* ctx = kc::gemm_context_create();
-        return str(kc::gemm(ctx, gemm_args(a, lda, w, ldw, bias, c, ldc, rows, n, k, out_fp32, accumulate, w_kn,
-                                           batch, stride_a, stride_w, stride_c, gelu),
+        return str(kc::gemm(ctx,
+                            {ptr<const kc::bf16>(a), lda, ptr<const kc::bf16>(w), ldw, ptr<const void>(bias),
+                             ptr<void>(c), ldc, rows, n, k, out_fp32, accumulate, w_kn, batch, stride_a, stride_w,
+                             stride_c},
                             nullptr));
       },
       py::arg("a"), py::arg("lda"), py::arg("w"), py::arg("ldw"), py::arg("bias"), py::arg("c"), py::arg("ldc"),
       py::arg("rows"), py::arg("n"), py::arg("k"), py::arg("out_fp32"), py::arg("accumulate"), py::arg("w_kn") = false,
-      py::arg("batch") = 1, py::arg("stride_a") = 0, py::arg("stride_w") = 0, py::arg("stride_c") = 0,
-      py::arg("gelu") = false);
-  m.def(
-      "gemm_few_rows",
-      [](uintptr_t a, int64_t lda, uintptr_t w, int64_t ldw, uintptr_t bias, uintptr_t c, int64_t ldc, int64_t rows,
-         int64_t n, int64_t k, bool out_fp32, bool accumulate) {
-        return kc::gemm_few_rows(gemm_args(a, lda, w, ldw, bias, c, ldc, rows, n, k, out_fp32, accumulate, false, 1,
-                                           0, 0, 0, false));
-      },
-      py::arg("a"), py::arg("lda"), py::arg("w"), py::arg("ldw"), py::arg("bias"), py::arg("c"), py::arg("ldc"),
-      py::arg("rows"), py::arg("n"), py::arg("k"), py::arg("out_fp32"), py::arg("accumulate"));
+      py::arg("batch") = 1, py::arg("stride_a") = 0, py::arg("stride_w") = 0, py::arg("stride_c") = 0);
   m.def("group_norm_workspace_floats", &kc::group_norm_workspace_floats);
   m.def("group_norm_stats", [](uintptr_t x, uintptr_t bias, bool fold, int64_t n, int64_t pixels, int64_t channels,
                                int64_t groups, float eps, uintptr_t workspace, uintptr_t stats) {

@@ -2,13 +2,10 @@
 // qkv, attention output and the MLP hidden state bf16; logits float32. Per layer:
 //   h = LN1(x) -> qkv = h Wqkv^T + b (bf16, bias in the GEMM epilogue) -> K/V to the paged
 //   cache -> attention -> x += attn Wproj^T + b (float32 C, beta = 1: the residual add is the
-//   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) (GELU in the GEMM's epilogue on
-//   few rows, a kernel after it otherwise) -> x += m Wfc2^T + b.
+//   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) -> x += m Wfc2^T + b.
 // Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
-// block per token. 8 launches per layer on few rows (batch 1: every GEMM is our gemm_rows
-// kernel, which reads its weights while the kernel before it runs) plus one more when attention
-// splits its slots, plus 4 per step; our own kernels are programmatic dependent launches
-// (csrc/cuda/common.cuh); inside a CUDA graph.
+// block per token. 9 launches per layer (10 when attention splits its slots) plus 5 per step,
+// our own kernels as programmatic dependent launches (csrc/cuda/common.cuh); inside a CUDA graph.
 #include "lpd/cuda_decoder.h"
 
 #include <cuda_runtime.h>
@@ -131,9 +128,11 @@ struct CudaStepDecoder::Impl {
       check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
             "gemm proj");
       check(kc::layer_norm(x.ptr, d, nullptr, l.ln2_g, l.ln2_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
-      kc::GemmArgs fc1{h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, c.mlp_hidden, rows, c.mlp_hidden, d, false, false};
-      fc1.gelu = true;
-      check(kc::gemm(gemm, fc1, stream), "gemm fc1 + gelu");
+      check(kc::gemm(gemm, {h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, c.mlp_hidden, rows, c.mlp_hidden, d, false,
+                            false},
+                     stream),
+            "gemm fc1");
+      check(kc::gelu_erf(mlp.ptr, rows * c.mlp_hidden, stream), "gelu");
       check(kc::gemm(gemm, {mlp.ptr, c.mlp_hidden, l.fc2_w, c.mlp_hidden, l.fc2_b, x.ptr, d, rows, d, c.mlp_hidden,
                             true, true},
                      stream),

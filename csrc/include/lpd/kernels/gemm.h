@@ -38,20 +38,12 @@ Status gemm(const float* a, int64_t lda, const float* packed, const float* bias,
             int64_t m, int64_t n, int64_t k, Epilogue epilogue);
 
 namespace cuda {
-// bf16 GEMM with float32 accumulation: c[m, n] (+)= act(a[m, k] . w[n, k]^T + bias)
+// bf16 GEMM through cuBLASLt with float32 accumulation: c[m, n] (+)= a[m, k] . w[n, k]^T + bias
 // (optionally batched, optionally with w stored [k, n]).
 // out_fp32 picks c's type (float32 or bf16); bias (may be null) has c's type and is added in
-// the epilogue; accumulate adds into c (the residual add, fused); gelu applies the exact GELU
-// before c is written (bf16 c with ldc == n, no accumulate, one product).
-// Two implementations behind this one call, chosen per call by gemm_few_rows():
-//  - few rows (m <= kGemmFewRowsMax, the batch-1 steps): our own kernel (gemm_rows.cu). Each
-//    block holds a 64-column slice of w for one K split in shared memory, loaded before it waits
-//    for the previous kernel (so the weight read overlaps it), and the K splits of a column slice
-//    are one thread-block cluster that sums its partials through distributed shared memory in a
-//    fixed order; bias, GELU and the residual add ride in that reduction.
-//  - everything else: cuBLASLt. A GemmContext owns its handle, a workspace and the cached
-//    descriptors/algorithms for each shape, so the calls can be captured in CUDA graphs after a
-//    first, uncaptured call of each shape.
+// the epilogue; accumulate adds into c (beta = 1: the residual add, fused). A GemmContext owns
+// the cuBLASLt handle, a workspace and the cached descriptors/algorithms for each shape, so
+// the calls can be captured in CUDA graphs after a first, uncaptured call of each shape.
 struct GemmContext;
 GemmContext* gemm_context_create();
 void gemm_context_destroy(GemmContext* ctx);
@@ -70,14 +62,8 @@ struct GemmArgs {
   bool w_kn = false;
   // batch > 1: `batch` independent products, operand i at a + i * stride_a (elements), etc.
   int64_t batch = 1, stride_a = 0, stride_w = 0, stride_c = 0;
-  bool gelu = false;
 };
 Status gemm(GemmContext* ctx, const GemmArgs& args, Stream stream);
-
-constexpr int64_t kGemmFewRowsMax = 192;
-// Whether gemm() takes the few-row kernel for these arguments: m <= kGemmFewRowsMax, one
-// product with w stored [n, k], n and k multiples of 64, 16-byte aligned a, w, c and rows.
-bool gemm_few_rows(const GemmArgs& args);
 
 }  // namespace cuda
 
