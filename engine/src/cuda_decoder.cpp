@@ -68,6 +68,20 @@ struct CudaStepDecoder::Impl {
   using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
   GraphCache<Shape> graphs;
 
+  // Here rather than in ~CudaStepDecoder so that a constructor throwing part-way releases what
+  // it made (null members are skipped). The stream is drained first and the graphs go before
+  // it; the device buffers and the weight arena are freed by their own destructors afterwards.
+  ~Impl() {
+    if (stream) cudaStreamSynchronize(stream);
+    graphs.clear();
+    for (auto& e : staging_done)
+      if (e) cudaEventDestroy(e);
+    for (auto& s : staging)
+      if (s) cudaFreeHost(s);
+    kc::gemm_context_destroy(gemm);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
   template <typename T>
   const T* upload(const std::vector<T>& host) {
     return weights->upload(host);
@@ -213,18 +227,7 @@ CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& 
   for (auto& e : m.staging_done) cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
 }
 
-CudaStepDecoder::~CudaStepDecoder() {
-  if (!impl_) return;
-  Impl& m = *impl_;
-  if (m.stream) cudaStreamSynchronize(m.stream);
-  m.graphs.clear();
-  for (auto& e : m.staging_done)
-    if (e) cudaEventDestroy(e);
-  for (auto& s : m.staging)
-    if (s) cudaFreeHost(s);
-  kc::gemm_context_destroy(m.gemm);
-  if (m.stream) cudaStreamDestroy(m.stream);
-}
+CudaStepDecoder::~CudaStepDecoder() = default;  // Impl's destructor releases the GPU resources
 
 void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>& jobs) {
   Impl& m = *impl_;
