@@ -37,12 +37,8 @@ _ONNX_DTYPE = {"fp32": onnx.TensorProto.FLOAT, "fp16": onnx.TensorProto.FLOAT16,
 
 
 class StepGraph(nn.Module):
-    """LPDTransformer.step with num_context as a tensor, so the traced graph keeps it dynamic.
-
-    The reference step takes num_context as a Python int (a trace would freeze it); this wrapper
-    runs the reference's own embed, blocks, norm and head, and states the same visibility rule
-    with tensor arithmetic: context rows see slots [0, P + num_context), query rows [0, P + R).
-    """
+    """LPDTransformer.step with num_context as a tensor, so the traced graph keeps it dynamic
+    (the reference's traceable_step: step without its Python-side checks)."""
 
     def __init__(self, model):
         super().__init__()
@@ -50,19 +46,7 @@ class StepGraph(nn.Module):
 
     def forward(self, embed_ids: Tensor, pos_ids: Tensor, past_k: Tensor, past_v: Tensor,
                 num_context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        m = self.model
-        rows, past = embed_ids.shape[1], past_k.shape[3]
-        row = torch.arange(rows)
-        visible = torch.where(row < num_context, past + num_context, past + rows)
-        allowed = torch.arange(past + rows) < visible.unsqueeze(1)
-        x = m.embed(embed_ids, pos_ids)
-        ks, vs = [], []
-        for layer, block in enumerate(m.blocks):
-            x, k, v = block(x, past_k[layer], past_v[layer], allowed)
-            ks.append(k)
-            vs.append(v)
-        queries = x.index_select(1, torch.arange(rows - num_context) + num_context)
-        return m.head(m.norm(queries)), torch.stack(ks), torch.stack(vs)
+        return self.model.traceable_step(embed_ids, pos_ids, past_k, past_v, num_context)
 
 
 class DecodeGraph(nn.Module):

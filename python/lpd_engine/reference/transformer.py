@@ -152,18 +152,26 @@ class LPDTransformer(nn.Module):
                              f"expected [B, R], [B, R] and [L, B, H, P, hd] = {list(expected)}")
         if not 0 <= num_context <= rows:
             raise ValueError(f"step: num_context {num_context} not in [0, {rows}]")
+        return self.traceable_step(embed_ids, pos_ids, past_k, past_v, num_context)
+
+    def traceable_step(self, embed_ids: Tensor, pos_ids: Tensor, past_k: Tensor, past_v: Tensor,
+                       num_context: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """step without its argument checks, written so that num_context may also be a 0-d
+        tensor: a trace (the ONNX export) then keeps it dynamic instead of freezing an int."""
+        rows, past = embed_ids.shape[1], past_k.shape[3]
+        dev = embed_ids.device
         # Row r may see slot s iff s < its visible length (ARCHITECTURE.md, group attention).
-        row = torch.arange(rows, device=embed_ids.device)
+        row = torch.arange(rows, device=dev)
         visible = torch.where(row < num_context, past + num_context, past + rows)
-        allowed = torch.arange(past + rows, device=embed_ids.device) < visible.unsqueeze(1)
+        allowed = torch.arange(past + rows, device=dev) < visible.unsqueeze(1)
         x = self.embed(embed_ids, pos_ids)
         ks, vs = [], []
         for layer, block in enumerate(self.blocks):
             x, k, v = block(x, past_k[layer], past_v[layer], allowed)
             ks.append(k)
             vs.append(v)
-        logits = self.head(self.norm(x[:, num_context:]))
-        return logits, torch.stack(ks), torch.stack(vs)
+        queries = x.index_select(1, torch.arange(rows - num_context, device=dev) + num_context)
+        return self.head(self.norm(queries)), torch.stack(ks), torch.stack(vs)
 
     def forward_training(self, tokens: Tensor, cond_ids: Tensor, orders: Tensor,
                          group_sizes: Sequence[int]) -> Tensor:
