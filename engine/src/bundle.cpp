@@ -114,15 +114,17 @@ std::vector<float> SafeTensors::to_float(const std::string& name, const std::vec
   return out;
 }
 
+static int64_t int_field(const Json& j, const char* key) { return j.at(key).integer(key); }
+
 TransformerConfig parse_transformer_config(const Json& j) {
   TransformerConfig c;
-  c.dim = j.at("dim").integer("dim");
-  c.depth = j.at("depth").integer("depth");
-  c.heads = j.at("heads").integer("heads");
-  c.vocab_size = j.at("vocab_size").integer("vocab_size");
-  c.num_classes = j.at("num_classes").integer("num_classes");
-  c.num_tokens = j.at("num_tokens").integer("num_tokens");
-  c.mlp_hidden = j.at("mlp_hidden").integer("mlp_hidden");
+  c.dim = int_field(j, "dim");
+  c.depth = int_field(j, "depth");
+  c.heads = int_field(j, "heads");
+  c.vocab_size = int_field(j, "vocab_size");
+  c.num_classes = int_field(j, "num_classes");
+  c.num_tokens = int_field(j, "num_tokens");
+  c.mlp_hidden = int_field(j, "mlp_hidden");
   if (c.dim <= 0 || c.depth <= 0 || c.heads <= 0 || c.vocab_size <= 0 || c.num_classes <= 0 || c.num_tokens <= 0 ||
       c.mlp_hidden <= 0 || c.dim % c.heads || c.grid() == 0)
     fail(ErrorKind::kBundle, "manifest: invalid transformer config");
@@ -131,11 +133,11 @@ TransformerConfig parse_transformer_config(const Json& j) {
 
 VqConfig parse_vq_config(const Json& j) {
   VqConfig c;
-  c.codebook_size = j.at("codebook_size").integer("codebook_size");
-  c.codebook_dim = j.at("codebook_dim").integer("codebook_dim");
-  c.z_channels = j.at("z_channels").integer("z_channels");
-  c.ch = j.at("ch").integer("ch");
-  c.decoder_res_blocks = j.at("decoder_res_blocks").integer("decoder_res_blocks");
+  c.codebook_size = int_field(j, "codebook_size");
+  c.codebook_dim = int_field(j, "codebook_dim");
+  c.z_channels = int_field(j, "z_channels");
+  c.ch = int_field(j, "ch");
+  c.decoder_res_blocks = int_field(j, "decoder_res_blocks");
   for (const Json& m : j.at("ch_mult").array("ch_mult")) c.ch_mult.push_back(m.integer("ch_mult entry"));
   bool ok = c.codebook_size > 0 && c.codebook_dim > 0 && c.z_channels > 0 && c.ch > 0 && c.decoder_res_blocks > 0 &&
             !c.ch_mult.empty();
