@@ -14,6 +14,7 @@
 
 #include "lpd/errors.h"
 #include "lpd/read_file.h"
+#include "utf8.h"
 
 namespace lpd {
 namespace {
@@ -180,23 +181,8 @@ std::string NpyArray::scalar_string(const std::string& where) const {
   for (size_t k = 0; k + 4 <= data.size(); k += 4) {
     const uint32_t c = u32(data.data() + k);
     if (c == 0) break;  // numpy pads short strings with NULs
-    if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else if (c < 0x800) {
-      out += static_cast<char>(0xC0 | (c >> 6));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-      out += static_cast<char>(0xE0 | (c >> 12));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x110000) {
-      out += static_cast<char>(0xF0 | (c >> 18));
-      out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-      bad(where, "invalid code point in a unicode string");
-    }
+    if (c >= 0x110000) bad(where, "invalid code point in a unicode string");
+    append_utf8(out, c);
   }
   return out;
 }
