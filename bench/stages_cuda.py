@@ -1,6 +1,7 @@
 """Where one lpd_l 256/20 step's time goes on the GPU: each kernel of the step timed alone at
 the average step shape (batch 1 guided: ~51 rows, ~26 logit rows, 2 sequences; batch 64
-guided: ~3280 rows, ~1640 logit rows, 128 sequences; ~150 visible slots), random inputs,
+guided: ~3280 rows, ~1640 logit rows, 128 sequences; ~150 visible slots; and a late batch-64
+step, 40 rows per sequence), random inputs,
 GPU time per launch over 200 back-to-back launches, then the per-step sum (24 layers). Prints
 a table."""
 
@@ -52,8 +53,10 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
     per = rows // seqs
     row_seq = torch.arange(seqs, dtype=torch.int32).repeat_interleave(per)
     rows_a = len(row_seq)
-    tiles = torch.frombuffer(bytearray(K.plan_attention_tiles(row_seq.numpy().tobytes())), dtype=torch.int32).to(dev)
-    row_seq, visl = row_seq.to(dev), torch.full((rows_a,), vis, dtype=torch.int32, device=dev)
+    visl = torch.full((rows_a,), vis, dtype=torch.int32)
+    tile_bytes, tile_rows = K.plan_attention_tiles(row_seq.numpy().tobytes(), visl.numpy().tobytes())
+    tiles = torch.frombuffer(bytearray(tile_bytes), dtype=torch.int32).to(dev)
+    visl = visl.to(dev)
     slots = torch.arange(rows, dtype=torch.int32, device=dev)
     out = torch.empty(rows, D, device=dev).bfloat16()
     import numpy as np
@@ -68,7 +71,7 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
     r["layer_norm x2"] = 2 * t(lambda: K.layer_norm(x.data_ptr(), D, 0, g.data_ptr(), b.data_ptr(), 1e-6, h.data_ptr(), D, rows, D))
     r["gemm qkv"] = t(lambda: gm(h, 3 * D, D, w["qkv"], bqkv.data_ptr(), qkv, False, False))
     r["kv write"] = t(lambda: K.kv_cache_write(qkv[:, D:].data_ptr(), qkv[:, 2 * D:].data_ptr(), 3 * D, slots.data_ptr(), rows, D, kc.data_ptr(), vc.data_ptr()))
-    r["attention"] = t(lambda: K.paged_attention(qkv.data_ptr(), 3 * D, kc.data_ptr(), vc.data_ptr(), tables.data_ptr(), maxb, row_seq.data_ptr(), visl.data_ptr(), tiles.data_ptr(), tiles.numel() // 2, rows_a, H, HD, bs, 0.125, out.data_ptr(), D))
+    r["attention"] = t(lambda: K.paged_attention(qkv.data_ptr(), 3 * D, kc.data_ptr(), vc.data_ptr(), tables.data_ptr(), maxb, visl.data_ptr(), tiles.data_ptr(), tiles.numel() // 4, tile_rows, rows_a, H, HD, bs, 0.125, out.data_ptr(), D))
     r["gemm proj (+res)"] = t(lambda: gm(out, D, D, w["proj"], bd.data_ptr(), x, True, True))
     r["gemm fc1"] = t(lambda: gm(h, HID, D, w["fc1"], b1.data_ptr(), mlp, False, False))
     r["gelu"] = t(lambda: K.gelu_erf(mlp.data_ptr(), rows * HID))
@@ -85,3 +88,4 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
 
 case(51, 26, 2)
 case(3280, 1640, 128)
+case(5120, 2560, 128)  # a late batch-64 step: 40 rows per sequence

@@ -129,9 +129,9 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
                 max_blocks=max_blocks, scale=scale), ref, same
 
 
-# head_dim 64 runs on tensor cores (tiles of up to 64 rows, one 16-row mma tile per warp); with
-# few tiles x heads the slots are split across blocks (the 700- and 1100-slot cases, merged by a
-# second kernel); 40 and 96 take the CUDA-core path.
+# head_dim 64 runs on tensor cores (tiles of 32 rows when no sequence has more, else 64; one
+# 16-row mma tile per warp); with few tiles x heads the slots are split across blocks (merged by
+# a second kernel); 40 and 96 take the CUDA-core path.
 @pytest.mark.parametrize("heads,head_dim,block_size,seq_rows,max_len", [
     (3, 64, 16, [1, 19, 7], 70),
     (2, 40, 5, [17, 2], 70),
@@ -140,21 +140,31 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
     (2, 64, 16, [3, 16, 40], 700),
     (1, 64, 5, [1], 700),
     (16, 64, 16, [16, 33, 5, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 11], 300),
+    (16, 64, 16, [25] * 20, 300),     # 32-row tiles, no split (a batch-64 step's shape)
     (2, 64, 16, [64, 65, 130], 300),  # full 64-row tiles, a 1-row tile, warps without rows
-    (1, 64, 16, [100], 1100),         # 64-row tile split over the slots
+    (1, 64, 16, [100], 1100),         # 64-row tiles split over the slots
     (2, 40, 16, [70, 9], 100),        # CUDA-core path over the 16-row sub-tiles of 64-row tiles
 ])
 def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len):
     case, ref, same = _attention_case(heads, head_dim, block_size, seq_rows, seed=heads * 100 + head_dim + max_len,
                                       max_len=max_len)
     width = heads * head_dim
-    tiles = torch.frombuffer(bytearray(K.plan_attention_tiles(case["row_seq"].cpu().numpy().tobytes())),
-                             dtype=torch.int32).to(DEV)
+    tile_bytes, tile_rows = K.plan_attention_tiles(case["row_seq"].cpu().numpy().tobytes(),
+                                                   case["vis"].cpu().numpy().tobytes())
+    assert tile_rows == (32 if max(seq_rows) <= 32 else 64)
+    expect, first, vis = [], 0, case["vis"].tolist()
+    for s, n in enumerate(seq_rows):
+        for r in range(first, first + n, tile_rows):
+            e = min(r + tile_rows, first + n)
+            expect += [r, e - r, s, max(vis[r:e])]
+        first += n
+    assert list(memoryview(tile_bytes).cast("i")) == expect
+    tiles = torch.frombuffer(bytearray(tile_bytes), dtype=torch.int32).to(DEV)
     out = poisoned(case["rows"], width, dtype=torch.bfloat16)
     ok(K.paged_attention(case["q"].data_ptr(), 3 * width, case["k"].data_ptr(), case["v"].data_ptr(),
-                         case["tables"].data_ptr(), case["max_blocks"], case["row_seq"].data_ptr(),
-                         case["vis"].data_ptr(), tiles.data_ptr(), tiles.numel() // 2, case["rows"], heads, head_dim,
-                         block_size, case["scale"], out.data_ptr(), width))
+                         case["tables"].data_ptr(), case["max_blocks"], case["vis"].data_ptr(), tiles.data_ptr(),
+                         tiles.numel() // 4, tile_rows, case["rows"], heads, head_dim, block_size, case["scale"],
+                         out.data_ptr(), width))
     assert not out.isnan().any()
     err, base = rel(out, ref), rel(same, ref)
     print(f"attention heads {heads} head_dim {head_dim} rows {case['rows']} max_len {max_len}: "

@@ -1,9 +1,10 @@
 // Position-query group attention over the paged bf16 KV cache (lpd/kernels/attention.h).
 //
-// head_dim 64 (the published models): tensor cores. One block of 4 warps per (tile, head, split);
-// a tile is up to 64 consecutive rows of one sequence and warp w owns its rows 16w .. 16w + 15,
-// exactly the M = 16 of an mma.sync.m16n8k16 (bf16 in, float32 accumulation). The block walks
-// 64-slot chunks of the tile's visible slots (chunk c goes to split c % splits): all 128 threads
+// head_dim 64 (the published models): tensor cores. One block per (tile, head, split) with one
+// warp per 16 rows of the tile height (2 warps for 32-row tiles, 4 for 64; plan_attention_tiles
+// picks the height); warp w owns rows 16w .. 16w + 15, exactly the M = 16 of an
+// mma.sync.m16n8k16 (bf16 in, float32 accumulation). The block walks
+// 64-slot chunks of the tile's visible slots (chunk c goes to split c % splits): all threads
 // stage a chunk's K and V in shared memory with cp.async through the block table (zeros past
 // the tile's longest visible length), double-buffered so the next chunk loads while this one is
 // used, so each K/V byte is read once per (tile, head). Each warp computes S = Q K^T with
@@ -29,7 +30,6 @@ using namespace detail;
 
 constexpr int kThreads = 128;
 constexpr int kRows = 16;  // rows of the CUDA-core kernel's sub-tile, and of one warp's mma tile
-constexpr int kSubTiles = static_cast<int>(kAttentionTileRows) / kRows;
 constexpr int kMaxAcc = kRows * static_cast<int>(kAttentionMaxHeadDim) / kThreads;  // 32
 
 int chunk_for(int64_t head_dim) { return static_cast<int>(std::max<int64_t>(8, std::min<int64_t>(64, 4096 / head_dim))); }
@@ -62,11 +62,11 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   __shared__ int max_vis;
 
   const int tid = threadIdx.x, head = blockIdx.y;
-  const int first = p.tiles[2 * blockIdx.x] + kRows * blockIdx.z;
-  const int rows = min(kRows, p.tiles[2 * blockIdx.x + 1] - kRows * static_cast<int>(blockIdx.z));
+  const int4 tile = reinterpret_cast<const int4*>(p.tiles)[blockIdx.x];  // first row, rows, sequence, max visible
+  const int first = tile.x + kRows * blockIdx.z;
+  const int rows = min(kRows, tile.y - kRows * static_cast<int>(blockIdx.z));
   if (rows <= 0) return;
-  const int seq = p.row_seq[first];
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const int32_t* table = p.block_tables + static_cast<int64_t>(tile.z) * p.max_blocks_per_seq;
   const int bs = static_cast<int>(p.block_size);
   const int64_t width = p.num_heads * p.head_dim;
 
@@ -165,15 +165,12 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
 
 // ---- head_dim 64 on tensor cores ------------------------------------------------------------
 constexpr int kHd = 64;
-constexpr int kWarps = 4;
-constexpr int kTileRows = kWarps * kRows;  // 64
-static_assert(kTileRows == kAttentionTileRows, "a tile is one 16-row mma tile per warp");
 constexpr int kChunk = 64;  // slots per block iteration
 constexpr int kPad = 72;    // shared row stride in bf16 (144 B: the 8 rows of an ldmatrix hit distinct banks)
 constexpr int kStageElems = 2 * kChunk * kPad;  // K and V of one chunk, bf16
-constexpr int kUnitFloats = kTileRows * (kHd + 2);  // one (tile, head, split) partial: O, max, sum
-constexpr int kMaxUnits = static_cast<int>(kAttentionWorkspaceFloats) / kUnitFloats;
-static_assert(kAttentionWorkspaceFloats % kUnitFloats == 0, "workspace holds whole partials");
+// One (tile, head, split) partial: O [tile_rows][kHd], then max and sum [tile_rows] each.
+__host__ __device__ constexpr int64_t unit_floats(int64_t tile_rows) { return tile_rows * (kHd + 2); }
+static_assert(kAttentionWorkspaceFloats % unit_floats(64) == 0, "workspace holds whole partials");
 __device__ float g_workspace[kAttentionWorkspaceFloats];  // used when the caller passes none
 
 // Rounds a pair to bf16 (lo in the low half, the lower column of an mma fragment); lo and hi
@@ -185,16 +182,20 @@ __device__ __forceinline__ uint32_t pack_bf16(float& lo, float& hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+template <int kWarps>
 __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAttentionParams p, int splits, float* ws) {
+  constexpr int kTileRows = kWarps * kRows;
+  constexpr int kCopies = kChunk * 8 / (kWarps * 32);  // 16-byte K (and V) copies per thread per chunk
   __shared__ __align__(16) nv_bf16 smem[2 * kStageElems];  // two stages of K and V
-  __shared__ int tile_max_vis;
-  pdl_enter();
 
+  // The plan (tile records, block tables, visible lengths) was uploaded before the step's first
+  // kernel and no kernel writes it, so it is read before the programmatic-launch wait, while
+  // the kernel before still runs; q and the K/V cache are read after the wait.
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int tile = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
-  const int first = p.tiles[2 * tile], tile_rows = p.tiles[2 * tile + 1];
-  const int seq = p.row_seq[first];
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const int4 rec = reinterpret_cast<const int4*>(p.tiles)[tile];  // first row, rows, sequence, max visible
+  const int first = rec.x, tile_rows = rec.y, max_vis = rec.w;
+  const int32_t* table = p.block_tables + static_cast<int64_t>(rec.z) * p.max_blocks_per_seq;
   const int bs = static_cast<int>(p.block_size);
   const int64_t width = p.num_heads * kHd;
   const float scale_log2 = p.scale * 1.4426950408889634f;
@@ -204,13 +205,34 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   const int r0 = lane >> 2, r1 = r0 + 8, cq = 2 * (lane & 3);
   const int vis0 = r0 < rows ? p.visible_len[first + wrow + r0] : 0;
   const int vis1 = r1 < rows ? p.visible_len[first + wrow + r1] : 0;
-  if (threadIdx.x == 0) tile_max_vis = 0;
-  __syncthreads();
-  int wmax = max(vis0, vis1);
-  for (int o = 16; o > 0; o >>= 1) wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
-  if (lane == 0) atomicMax(&tile_max_vis, wmax);
-  __syncthreads();
-  const int max_vis = tile_max_vis;
+
+  // Chunk c's K/V element offsets for this thread's copies (-1 past the tile's visible end),
+  // through the block table; then the copies into a stage buffer: K rows then V rows, 8 x 16
+  // bytes per slot each.
+  auto offsets = [&](int c, int64_t* off) {
+#pragma unroll
+    for (int t = 0; t < kCopies; ++t) {
+      const int i = threadIdx.x + kWarps * 32 * t, slot = c * kChunk + (i >> 3);
+      off[t] = slot < max_vis ? (static_cast<int64_t>(table[slot / bs]) * bs + slot % bs) * width + head * kHd + (i & 7) * 8
+                              : -1;
+    }
+  };
+  auto stage = [&](const int64_t* off, int buf) {
+    nv_bf16* ks = smem + buf * kStageElems;
+    nv_bf16* vs = ks + kChunk * kPad;
+#pragma unroll
+    for (int t = 0; t < kCopies; ++t) {
+      const int i = threadIdx.x + kWarps * 32 * t, j = i >> 3, part16 = i & 7;
+      const int64_t o = off[t] < 0 ? 0 : off[t];
+      cp_async16(ks + j * kPad + part16 * 8, as_nv(p.k_cache) + o, off[t] >= 0);
+      cp_async16(vs + j * kPad + part16 * 8, as_nv(p.v_cache) + o, off[t] >= 0);
+    }
+    cp_async_commit();
+  };
+  const int num_chunks = (max_vis + kChunk - 1) / kChunk;
+  int64_t off[kCopies];
+  if (split < num_chunks) offsets(split, off);
+  pdl_enter();
 
   // Q as 4 A fragments (k = 16 dims each), bf16 straight from global memory.
   uint32_t qa[4][4];
@@ -232,28 +254,12 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   for (int i = 0; i < 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // row max (log2 units), partial row sums
 
-  // Chunk c of this split -> stage buffer: K rows then V rows, 8 x 16 bytes per slot each.
-  auto stage = [&](int c, int buf) {
-    nv_bf16* ks = smem + buf * kStageElems;
-    nv_bf16* vs = ks + kChunk * kPad;
-#pragma unroll
-    for (int t = 0; t < kChunk * 8 / (kWarps * 32); ++t) {
-      const int i = threadIdx.x + kWarps * 32 * t, j = i >> 3, part16 = i & 7, slot = c * kChunk + j;
-      const bool valid = slot < max_vis;
-      int64_t off = 0;
-      if (valid) off = (static_cast<int64_t>(table[slot / bs]) * bs + slot % bs) * width + head * kHd + part16 * 8;
-      cp_async16(ks + j * kPad + part16 * 8, as_nv(p.k_cache) + off, valid);
-      cp_async16(vs + j * kPad + part16 * 8, as_nv(p.v_cache) + off, valid);
-    }
-    cp_async_commit();
-  };
-
-  const int num_chunks = (max_vis + kChunk - 1) / kChunk;
   int buf = 0;
-  if (split < num_chunks) stage(split, 0);
+  if (split < num_chunks) stage(off, 0);
   for (int c = split; c < num_chunks; c += splits, buf ^= 1) {
     if (c + splits < num_chunks) {
-      stage(c + splits, buf ^ 1);
+      offsets(c + splits, off);
+      stage(off, buf ^ 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -358,7 +364,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
     }
     return;
   }
-  float* u = ws + ((static_cast<int64_t>(split) * p.num_tiles + tile) * p.num_heads + head) * kUnitFloats;
+  float* u = ws + ((static_cast<int64_t>(split) * p.num_tiles + tile) * p.num_heads + head) * unit_floats(kTileRows);
 #pragma unroll
   for (int dt = 0; dt < 8; ++dt) {
     u[(wrow + r0) * kHd + dt * 8 + cq] = o[dt][0];
@@ -385,18 +391,18 @@ __global__ void __launch_bounds__(kMergeRows * kHd) attention_merge_kernel(Paged
   pdl_enter();
   const int tile = blockIdx.x, head = blockIdx.y;
   const int r = blockIdx.z * kMergeRows + threadIdx.x / kHd, d = threadIdx.x % kHd;
-  const int first = p.tiles[2 * tile], rows = p.tiles[2 * tile + 1];
+  const int first = p.tiles[4 * tile], rows = p.tiles[4 * tile + 1];
   if (r >= rows) return;
-  const int64_t stride = p.num_tiles * p.num_heads * kUnitFloats;
-  const float* base = ws + (static_cast<int64_t>(tile) * p.num_heads + head) * kUnitFloats;
+  const int64_t th = p.tile_rows, unit = unit_floats(th), stride = p.num_tiles * p.num_heads * unit;
+  const float* base = ws + (static_cast<int64_t>(tile) * p.num_heads + head) * unit;
   float m[kMaxSplits], l[kMaxSplits], o[kMaxSplits];
   float mx = -INFINITY;
 #pragma unroll
   for (int s = 0; s < kMaxSplits; ++s) {
     if (s < splits) {
       const float* u = base + s * stride;
-      m[s] = u[kTileRows * kHd + r];
-      l[s] = u[kTileRows * kHd + kTileRows + r];
+      m[s] = u[th * kHd + r];
+      l[s] = u[th * kHd + th + r];
       o[s] = u[r * kHd + d];
       mx = fmaxf(mx, m[s]);
     }
@@ -430,23 +436,34 @@ bool aligned(const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(
 
 }  // namespace
 
-int64_t plan_attention_tiles(const int32_t* row_seq, int64_t num_rows, int32_t* tiles) {
+AttentionTiles plan_attention_tiles(const int32_t* row_seq, const int32_t* visible_len, int64_t num_rows,
+                                    int32_t* tiles) {
+  int64_t longest = 0;  // the most rows of one sequence (a run of equal row_seq)
+  for (int64_t r = 0, run = 0; r < num_rows; ++r) {
+    run = r > 0 && row_seq[r] == row_seq[r - 1] ? run + 1 : 1;
+    longest = std::max(longest, run);
+  }
+  const int64_t height = longest <= 32 ? 32 : 64;
   int64_t n = 0;
   for (int64_t r = 0; r < num_rows;) {
     int64_t e = r + 1;
-    while (e < num_rows && e - r < kAttentionTileRows && row_seq[e] == row_seq[r]) ++e;
-    tiles[2 * n] = static_cast<int32_t>(r);
-    tiles[2 * n + 1] = static_cast<int32_t>(e - r);
+    int32_t max_vis = visible_len[r];
+    while (e < num_rows && e - r < height && row_seq[e] == row_seq[r]) max_vis = std::max(max_vis, visible_len[e++]);
+    tiles[4 * n] = static_cast<int32_t>(r);
+    tiles[4 * n + 1] = static_cast<int32_t>(e - r);
+    tiles[4 * n + 2] = row_seq[r];
+    tiles[4 * n + 3] = max_vis;
     ++n;
     r = e;
   }
-  return n;
+  return {n, height};
 }
 
 Status paged_attention(const PagedAttentionParams& p, Stream stream) {
-  if (!p.q || !p.k_cache || !p.v_cache || !p.block_tables || !p.row_seq || !p.visible_len || !p.tiles || !p.out ||
-      p.num_tiles < 0 || p.num_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 ||
-      p.q_stride < p.num_heads * p.head_dim || p.out_stride < p.num_heads * p.head_dim)
+  if (!p.q || !p.k_cache || !p.v_cache || !p.block_tables || !p.visible_len || !p.tiles || !p.out ||
+      p.num_tiles < 0 || (p.tile_rows != 32 && p.tile_rows != 64) || p.num_heads <= 0 || p.head_dim <= 0 ||
+      p.block_size <= 0 || p.q_stride < p.num_heads * p.head_dim || p.out_stride < p.num_heads * p.head_dim ||
+      !aligned(p.tiles, 16))
     return Status::kInvalidArgument;
   if (p.head_dim > kAttentionMaxHeadDim || p.num_heads > 65535) return Status::kUnsupported;
   if (p.num_tiles == 0) return Status::kOk;
@@ -458,18 +475,20 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
     if (blocks < target) {
       const int64_t max_chunks = (p.max_blocks_per_seq * p.block_size + kChunk - 1) / kChunk;
       splits = std::min({(target + blocks - 1) / blocks, max_chunks, int64_t{kMaxSplits},
-                         static_cast<int64_t>(kMaxUnits) / blocks});
+                         kAttentionWorkspaceFloats / unit_floats(p.tile_rows) / blocks});
       splits = std::max<int64_t>(1, splits);
     }
     float* ws = p.workspace;
     if (splits > 1 && !ws && cudaGetSymbolAddress(reinterpret_cast<void**>(&ws), g_workspace) != cudaSuccess)
       return Status::kDeviceError;
     const dim3 grid(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(splits));
-    const Status st = launch_dependent(attention_mma64_kernel, grid, kWarps * 32, 0, stream, p,
-                                       static_cast<int>(splits), ws);
+    const Status st = p.tile_rows == 32
+                          ? launch_dependent(attention_mma64_kernel<2>, grid, 64, 0, stream, p, static_cast<int>(splits), ws)
+                          : launch_dependent(attention_mma64_kernel<4>, grid, 128, 0, stream, p, static_cast<int>(splits), ws);
     if (st != Status::kOk || splits == 1) return st;
-    return launch_dependent(attention_merge_kernel, dim3(grid.x, grid.y, kTileRows / kMergeRows), kMergeRows * kHd, 0,
-                            stream, p, static_cast<int>(splits), static_cast<const float*>(ws));
+    const unsigned merge_z = static_cast<unsigned>(p.tile_rows / kMergeRows);
+    return launch_dependent(attention_merge_kernel, dim3(grid.x, grid.y, merge_z), kMergeRows * kHd, 0, stream, p,
+                            static_cast<int>(splits), static_cast<const float*>(ws));
   }
   const int chunk = chunk_for(p.head_dim);
   const size_t smem = smem_bytes(p.head_dim, chunk);
@@ -480,7 +499,8 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
       return Status::kDeviceError;
     raised = true;
   }
-  attention_generic_kernel<<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), kSubTiles),
+  const unsigned sub_tiles = static_cast<unsigned>(p.tile_rows / kRows);
+  attention_generic_kernel<<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), sub_tiles),
                              kThreads, smem, stream>>>(p, chunk);
   return launched();
 }

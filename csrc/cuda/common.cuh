@@ -29,9 +29,10 @@ inline unsigned grid_stride_blocks(int64_t items, int64_t cap) {
 // Programmatic dependent launch (sm_90): a kernel launched with launch_dependent() may be
 // scheduled while the kernel before it in the stream is still running, so its launch overlaps
 // the predecessor's tail instead of following its completion. Such a kernel calls pdl_enter()
-// before anything else: it lets the next dependent kernel be scheduled, then waits until every
-// earlier kernel has finished and its writes are visible. Nothing may touch global memory
-// before it. In a CUDA graph capture the dependency becomes a programmatic edge.
+// early: it lets the next dependent kernel be scheduled, then waits until every earlier kernel
+// has finished and its writes are visible. Before it a kernel may only read memory that no
+// kernel writes (the step plan, uploaded before the step's first kernel), and write nothing.
+// In a CUDA graph capture the dependency becomes a programmatic edge.
 __device__ __forceinline__ void pdl_enter() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");

@@ -46,21 +46,23 @@ void bind_cuda(py::module_& parent) {
     return str(kc::kv_cache_write(ptr<const kc::bf16>(k), ptr<const kc::bf16>(v), ld, ptr<const int32_t>(slots), rows,
                                   width, ptr<kc::bf16>(kc_), ptr<kc::bf16>(vc_), nullptr));
   });
-  m.def("plan_attention_tiles", [](py::bytes row_seq_bytes) {
-    const std::string s = row_seq_bytes;
+  m.def("plan_attention_tiles", [](py::bytes row_seq_bytes, py::bytes visible_len_bytes) {
+    const std::string s = row_seq_bytes, v = visible_len_bytes;
+    if (s.size() != v.size() || s.size() % 4) throw py::value_error("row_seq and visible_len: int32 bytes of equal length");
     const int64_t rows = static_cast<int64_t>(s.size() / 4);
-    std::string tiles(static_cast<size_t>(8 * rows), '\0');
-    const int64_t n = kc::plan_attention_tiles(reinterpret_cast<const int32_t*>(s.data()), rows,
-                                               reinterpret_cast<int32_t*>(tiles.data()));
-    return py::bytes(tiles.data(), static_cast<size_t>(8 * n));
+    std::string tiles(static_cast<size_t>(16 * rows), '\0');
+    const kc::AttentionTiles t = kc::plan_attention_tiles(reinterpret_cast<const int32_t*>(s.data()),
+                                                          reinterpret_cast<const int32_t*>(v.data()), rows,
+                                                          reinterpret_cast<int32_t*>(tiles.data()));
+    return py::make_tuple(py::bytes(tiles.data(), static_cast<size_t>(16 * t.count)), t.tile_rows);
   });
   m.def("paged_attention", [](uintptr_t q, int64_t q_stride, uintptr_t k, uintptr_t v, uintptr_t tables,
-                              int64_t max_blocks, uintptr_t row_seq, uintptr_t vis, uintptr_t tiles, int64_t num_tiles,
+                              int64_t max_blocks, uintptr_t vis, uintptr_t tiles, int64_t num_tiles, int64_t tile_rows,
                               int64_t rows, int64_t heads, int64_t head_dim, int64_t block_size, float scale,
                               uintptr_t out, int64_t out_stride) {
     kc::PagedAttentionParams p{ptr<const kc::bf16>(q), q_stride, ptr<const kc::bf16>(k), ptr<const kc::bf16>(v),
-                               ptr<const int32_t>(tables), max_blocks, ptr<const int32_t>(row_seq),
-                               ptr<const int32_t>(vis), ptr<const int32_t>(tiles), num_tiles, rows, heads, head_dim,
+                               ptr<const int32_t>(tables), max_blocks, ptr<const int32_t>(vis),
+                               ptr<const int32_t>(tiles), num_tiles, tile_rows, rows, heads, head_dim,
                                block_size, scale, ptr<kc::bf16>(out), out_stride};
     return str(kc::paged_attention(p, nullptr));
   });

@@ -65,7 +65,7 @@ struct CudaStepDecoder::Impl {
   cudaEvent_t staging_done[2] = {nullptr, nullptr};
   int staging_next = 0;
   int64_t last_logit_rows = 0;
-  using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+  using Shape = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
   GraphCache<Shape> graphs;
 
   // Here rather than in ~CudaStepDecoder so that a constructor throwing part-way releases what
@@ -114,10 +114,11 @@ struct CudaStepDecoder::Impl {
   }
 
   struct Offsets {
-    size_t embed, pos, slots, seq, vis, logit_rows, tables, tiles, jobs, total;
+    size_t embed, pos, slots, vis, logit_rows, tables, tiles, jobs, total;
   };
 
-  void forward(const Offsets& o, int64_t rows, int64_t out_rows, int64_t num_tiles, int64_t num_jobs, int64_t max_blocks) {
+  void forward(const Offsets& o, int64_t rows, int64_t out_rows, kc::AttentionTiles tiles, int64_t num_jobs,
+               int64_t max_blocks) {
     const char* base = plan_dev.ptr;
     auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(base + off); };
     const int64_t d = c.dim, hd = c.head_dim();
@@ -135,9 +136,9 @@ struct CudaStepDecoder::Impl {
             "gemm qkv");
       check(kc::kv_cache_write(qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), rows, d, kl, vl, stream),
             "kv_cache_write");
-      kc::PagedAttentionParams ap{qkv.ptr, 3 * d, kl, vl, i32(o.tables), max_blocks, i32(o.seq), i32(o.vis),
-                                  i32(o.tiles), num_tiles, rows, c.heads, hd, block_size, scale, attn.ptr, d,
-                                  attn_ws.ptr};
+      kc::PagedAttentionParams ap{qkv.ptr,      3 * d,           kl,       vl,      i32(o.tables), max_blocks,
+                                  i32(o.vis),   i32(o.tiles),    tiles.count, tiles.tile_rows, rows, c.heads,
+                                  hd,           block_size,      scale,    attn.ptr, d,            attn_ws.ptr};
       check(kc::paged_attention(ap, stream), "paged_attention");
       check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
             "gemm proj");
@@ -234,8 +235,9 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   const int64_t rows = plan.num_rows(), out_rows = static_cast<int64_t>(plan.logit_rows.size());
   if (rows == 0) return;
   m.ensure_rows(rows, out_rows);
-  std::vector<int32_t> tiles(static_cast<size_t>(2 * rows));
-  const int64_t num_tiles = kc::plan_attention_tiles(plan.row_seq.data(), rows, tiles.data());
+  std::vector<int32_t> tile_records(static_cast<size_t>(4 * rows));
+  const kc::AttentionTiles tiles =
+      kc::plan_attention_tiles(plan.row_seq.data(), plan.visible_len.data(), rows, tile_records.data());
   const int64_t num_tables = static_cast<int64_t>(plan.block_tables.size()), num_jobs = static_cast<int64_t>(jobs.size());
 
   Impl::Offsets o{};
@@ -248,11 +250,10 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   o.embed = take(rows * 4);
   o.pos = take(rows * 4);
   o.slots = take(rows * 4);
-  o.seq = take(rows * 4);
   o.vis = take(rows * 4);
   o.logit_rows = take(out_rows * 4);
   o.tables = take(num_tables * 4);
-  o.tiles = take(num_tiles * 8);
+  o.tiles = take(tiles.count * 16);
   o.jobs = take(num_jobs * sizeof(kc::SampleJob));
   o.total = at;
 
@@ -282,18 +283,17 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   put64(o.embed, plan.embed_ids);
   put64(o.pos, plan.pos_ids);
   put64(o.slots, plan.slot_mapping);
-  std::memcpy(s + o.seq, plan.row_seq.data(), rows * 4);
   std::memcpy(s + o.vis, plan.visible_len.data(), rows * 4);
   put64(o.logit_rows, plan.logit_rows);
   std::memcpy(s + o.tables, plan.block_tables.data(), num_tables * 4);
-  std::memcpy(s + o.tiles, tiles.data(), num_tiles * 8);
+  std::memcpy(s + o.tiles, tile_records.data(), tiles.count * 16);
   if (num_jobs) std::memcpy(s + o.jobs, jobs.data(), num_jobs * sizeof(kc::SampleJob));
   cuda_check(cudaMemcpyAsync(m.plan_dev.ptr, s, o.total, cudaMemcpyHostToDevice, m.stream), "plan upload");
   cuda_check(cudaEventRecord(m.staging_done[buf], m.stream), "event record");
 
-  const Impl::Shape shape{rows, out_rows, num_tables, num_tiles, num_jobs, plan.max_blocks};
+  const Impl::Shape shape{rows, out_rows, num_tables, tiles.count, tiles.tile_rows, num_jobs, plan.max_blocks};
   m.graphs.run(shape, m.stream, m.use_graphs,
-               [&] { m.forward(o, rows, out_rows, num_tiles, num_jobs, plan.max_blocks); });
+               [&] { m.forward(o, rows, out_rows, tiles, num_jobs, plan.max_blocks); });
   m.last_logit_rows = out_rows;
 }
 

@@ -33,11 +33,12 @@ Status paged_attention(const PagedAttentionParams& p);
 namespace cuda {
 // Device position-query group attention, bf16 q/K/V, float32 scores, softmax and accumulation
 // (online softmax over slot chunks; head_dim 64 on tensor cores, P x V with P as bf16 hi + lo).
-// Rows are processed in tiles of up to 64 consecutive rows of one sequence (plan_attention_tiles)
-// so that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the GPU, the slots are split
-// across blocks and merged by a second kernel through `workspace` (kAttentionWorkspaceFloats
-// floats, owned by the caller and used only by its stream); a null workspace uses one static
-// device buffer, which is safe only while a single stream at a time runs attention (tests).
+// Rows are processed in tiles of consecutive rows of one sequence (plan_attention_tiles) so
+// that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the
+// GPU, the slots are split across blocks and merged by a second kernel through `workspace`
+// (kAttentionWorkspaceFloats floats, owned by the caller and used only by its stream); a null
+// workspace uses one static device buffer, which is safe only while a single stream at a time
+// runs attention (tests).
 struct PagedAttentionParams {
   const bf16* q;  // [num_rows, num_heads * head_dim], row stride q_stride
   int64_t q_stride;
@@ -45,21 +46,29 @@ struct PagedAttentionParams {
   const bf16* v_cache;
   const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
   int64_t max_blocks_per_seq;
-  const int32_t* row_seq;      // [num_rows]
   const int32_t* visible_len;  // [num_rows]
-  const int32_t* tiles;        // [num_tiles, 2]: first row, row count (<= kAttentionTileRows)
-  int64_t num_tiles, num_rows, num_heads, head_dim, block_size;
+  const int32_t* tiles;        // [num_tiles, 4] from plan_attention_tiles
+  int64_t num_tiles, tile_rows;  // tile_rows: the height plan_attention_tiles chose
+  int64_t num_rows, num_heads, head_dim, block_size;
   float scale;
   bf16* out;  // [num_rows, num_heads * head_dim], row stride out_stride
   int64_t out_stride;
   float* workspace = nullptr;  // kAttentionWorkspaceFloats floats of device memory, or null
 };
-constexpr int64_t kAttentionTileRows = 64;
 constexpr int64_t kAttentionWorkspaceFloats = 512 * 64 * 66;  // 512 split partials of a 64-row tile
 constexpr int64_t kAttentionMaxHeadDim = 256;
-// Host helper: splits runs of equal row_seq into tiles of at most kAttentionTileRows rows.
-// tiles receives 2 ints per tile; returns the tile count.
-int64_t plan_attention_tiles(const int32_t* row_seq, int64_t num_rows, int32_t* tiles);
+
+struct AttentionTiles {
+  int64_t count;      // tiles written
+  int64_t tile_rows;  // their height: 32 or 64
+};
+// Host helper: splits runs of equal row_seq into tiles of at most tile_rows rows. A tile is 4
+// ints: first row, row count, sequence, and the largest visible_len of its rows. The height is
+// 32 when no sequence has more than 32 rows (2-warp blocks, six resident per SM: a step has ~25
+// rows per sequence), else 64 (4-warp blocks, so a 33-64-row sequence reads its K/V once).
+// tiles needs room for 4 * num_rows ints.
+AttentionTiles plan_attention_tiles(const int32_t* row_seq, const int32_t* visible_len, int64_t num_rows,
+                                    int32_t* tiles);
 Status paged_attention(const PagedAttentionParams& p, Stream stream);
 }  // namespace cuda
 
