@@ -12,11 +12,15 @@
 // (exp2 with the scale folded in), multiplies P V as two bf16 mma (P split into a bf16 high
 // part and the bf16 rounding of the rest, so P keeps ~16 bits, not the 8 of a plain bf16 P) and
 // keeps O in float32 registers. With one split each warp writes its normalised rows; with
-// splits > 1 (few tiles: batch 1) each block writes its partial (max, sum, unnormalised O) to a
-// float32 workspace and a second kernel merges the splits, so the visible slots are spread over
-// the whole GPU (flash-decoding). Both kernels are programmatic dependent launches (common.cuh).
+// splits > 1 (few tiles: batch 1) the split blocks of a (tile, head) form a thread-block cluster,
+// each leaves its partial (max, sum, unnormalised O) in shared memory, and after a cluster
+// barrier each block merges a share of the rows from all of them through distributed shared
+// memory, so the visible slots are spread over the whole GPU (flash-decoding) in one kernel.
+// It is a programmatic dependent launch (common.cuh).
 // Other head dims: the CUDA-core kernel below (16-row sub-tiles, chunks staged as float32, tile
 // scores, online softmax).
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -27,6 +31,7 @@ namespace lpd::kernels::cuda {
 namespace {
 
 using namespace detail;
+namespace cg = cooperative_groups;
 
 constexpr int kThreads = 128;
 constexpr int kRows = 16;  // rows of the CUDA-core kernel's sub-tile, and of one warp's mma tile
@@ -168,10 +173,9 @@ constexpr int kHd = 64;
 constexpr int kChunk = 64;  // slots per block iteration
 constexpr int kPad = 72;    // shared row stride in bf16 (144 B: the 8 rows of an ldmatrix hit distinct banks)
 constexpr int kStageElems = 2 * kChunk * kPad;  // K and V of one chunk, bf16
-// One (tile, head, split) partial: O [tile_rows][kHd], then max and sum [tile_rows] each.
-__host__ __device__ constexpr int64_t unit_floats(int64_t tile_rows) { return tile_rows * (kHd + 2); }
-static_assert(kAttentionWorkspaceFloats % unit_floats(64) == 0, "workspace holds whole partials");
-__device__ float g_workspace[kAttentionWorkspaceFloats];  // used when the caller passes none
+constexpr int kMaxSplits = 16;  // blocks of one cluster (a non-portable size above 8)
+static_assert(64 * (kHd + 2) * sizeof(float) <= 2 * kStageElems * sizeof(nv_bf16),
+              "a split's partial fits in the staging buffers");
 
 // Rounds a pair to bf16 (lo in the low half, the lower column of an mma fragment); lo and hi
 // receive the rounded values.
@@ -183,7 +187,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float& lo, float& hi) {
 }
 
 template <int kWarps>
-__global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAttentionParams p, int splits, float* ws) {
+__global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAttentionParams p, int splits) {
   constexpr int kTileRows = kWarps * kRows;
   constexpr int kCopies = kChunk * 8 / (kWarps * 32);  // 16-byte K (and V) copies per thread per chunk
   __shared__ __align__(16) nv_bf16 smem[2 * kStageElems];  // two stages of K and V
@@ -344,13 +348,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
   }
-  if (rows <= 0) return;
 #pragma unroll
   for (int x = 1; x <= 2; x <<= 1) {
     l0 += __shfl_xor_sync(0xffffffffu, l0, x);
     l1 += __shfl_xor_sync(0xffffffffu, l1, x);
   }
   if (splits == 1) {
+    if (rows <= 0) return;
     const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
     for (int dt = 0; dt < 8; ++dt) {
@@ -364,61 +368,57 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
     }
     return;
   }
-  float* u = ws + ((static_cast<int64_t>(split) * p.num_tiles + tile) * p.num_heads + head) * unit_floats(kTileRows);
+  // Split: the blocks of this (tile, head) are one thread-block cluster. Each leaves its
+  // partial (unnormalised O, row max, row sum; rows it did not see have max -inf and sum 0) in
+  // its own shared memory, then block `split` merges rows split, split + splits, ... from every
+  // block's partial through distributed shared memory, in split order (the same bits every run).
+  float* part = reinterpret_cast<float*>(smem);  // [kTileRows][kHd] O, [kTileRows] max, [kTileRows] sum
 #pragma unroll
   for (int dt = 0; dt < 8; ++dt) {
-    u[(wrow + r0) * kHd + dt * 8 + cq] = o[dt][0];
-    u[(wrow + r0) * kHd + dt * 8 + cq + 1] = o[dt][1];
-    u[(wrow + r1) * kHd + dt * 8 + cq] = o[dt][2];
-    u[(wrow + r1) * kHd + dt * 8 + cq + 1] = o[dt][3];
+    *reinterpret_cast<float2*>(part + (wrow + r0) * kHd + dt * 8 + cq) = make_float2(o[dt][0], o[dt][1]);
+    *reinterpret_cast<float2*>(part + (wrow + r1) * kHd + dt * 8 + cq) = make_float2(o[dt][2], o[dt][3]);
   }
   if ((lane & 3) == 0) {
-    u[kTileRows * kHd + wrow + r0] = m0;
-    u[kTileRows * kHd + wrow + r1] = m1;
-    u[kTileRows * kHd + kTileRows + wrow + r0] = l0;
-    u[kTileRows * kHd + kTileRows + wrow + r1] = l1;
+    part[kTileRows * kHd + wrow + r0] = m0;
+    part[kTileRows * kHd + wrow + r1] = m1;
+    part[kTileRows * kHd + kTileRows + wrow + r0] = l0;
+    part[kTileRows * kHd + kTileRows + wrow + r1] = l1;
   }
-}
-
-// Merges the splits' partials of one (tile, head): one thread per (row, dim), kMergeRows rows
-// per block, every split's partial loaded at once (the splits are at most kMaxSplits) so the
-// merge costs one round trip to L2. A split that saw no slot of a row has max -inf and
-// contributes nothing.
-constexpr int kMaxSplits = 16;
-constexpr int kMergeRows = 4;
-__global__ void __launch_bounds__(kMergeRows * kHd) attention_merge_kernel(PagedAttentionParams p, int splits,
-                                                                          const float* ws) {
-  pdl_enter();
-  const int tile = blockIdx.x, head = blockIdx.y;
-  const int r = blockIdx.z * kMergeRows + threadIdx.x / kHd, d = threadIdx.x % kHd;
-  const int first = p.tiles[4 * tile], rows = p.tiles[4 * tile + 1];
-  if (r >= rows) return;
-  const int64_t th = p.tile_rows, unit = unit_floats(th), stride = p.num_tiles * p.num_heads * unit;
-  const float* base = ws + (static_cast<int64_t>(tile) * p.num_heads + head) * unit;
-  float m[kMaxSplits], l[kMaxSplits], o[kMaxSplits];
-  float mx = -INFINITY;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every partial is written and visible to the cluster
+  for (int r = split + splits * warp; r < tile_rows; r += splits * kWarps) {
+    const float* u[kMaxSplits];
+    float m[kMaxSplits], l[kMaxSplits];
+    float2 v[kMaxSplits];
+    float mx = -INFINITY;
 #pragma unroll
-  for (int s = 0; s < kMaxSplits; ++s) {
-    if (s < splits) {
-      const float* u = base + s * stride;
-      m[s] = u[th * kHd + r];
-      l[s] = u[th * kHd + th + r];
-      o[s] = u[r * kHd + d];
-      mx = fmaxf(mx, m[s]);
-    }
-  }
-  float acc = 0.0f, sum = 0.0f;
-  if (mx != -INFINITY) {
-#pragma unroll
-    for (int s = 0; s < kMaxSplits; ++s) {
+    for (int s = 0; s < kMaxSplits; ++s) {  // every load issued before any is used
       if (s < splits) {
-        const float f = exp2f(m[s] - mx);
-        acc += f * o[s];
-        sum += f * l[s];
+        u[s] = cluster.map_shared_rank(part, s);
+        m[s] = u[s][kTileRows * kHd + r];
+        l[s] = u[s][kTileRows * kHd + kTileRows + r];
+        v[s] = *reinterpret_cast<const float2*>(u[s] + r * kHd + 2 * lane);
+        mx = fmaxf(mx, m[s]);
       }
     }
+    float2 acc = make_float2(0.0f, 0.0f);
+    float sum = 0.0f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int s = 0; s < kMaxSplits; ++s) {
+        if (s < splits) {
+          const float f = exp2f(m[s] - mx);
+          acc.x += f * v[s].x;
+          acc.y += f * v[s].y;
+          sum += f * l[s];
+        }
+      }
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    *reinterpret_cast<__nv_bfloat162*>(as_nv(p.out) + (first + r) * p.out_stride + head * kHd + 2 * lane) =
+        __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
   }
-  as_nv(p.out)[(first + r) * p.out_stride + head * kHd + d] = __float2bfloat16(sum > 0.0f ? acc / sum : 0.0f);
+  cluster.sync();  // no block leaves (freeing its shared memory) while another still reads it
 }
 
 int sm_count() {
@@ -433,6 +433,31 @@ int sm_count() {
 }
 
 bool aligned(const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; }
+
+// A programmatic dependent launch (common.cuh); with splits > 1 the z blocks of each
+// (tile, head) form one cluster.
+template <int kWarps>
+Status launch_mma64(const PagedAttentionParams& p, int splits, cudaStream_t stream) {
+  static const bool allowed =  // cluster sizes above 8 are a per-function opt-in
+      cudaFuncSetAttribute(attention_mma64_kernel<kWarps>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+      cudaSuccess;
+  if (!allowed) return Status::kDeviceError;
+  cudaLaunchAttribute attrs[2]{};
+  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[0].val.programmaticStreamSerializationAllowed = 1;
+  attrs[1].id = cudaLaunchAttributeClusterDimension;
+  attrs[1].val.clusterDim.x = 1;
+  attrs[1].val.clusterDim.y = 1;
+  attrs[1].val.clusterDim.z = static_cast<unsigned>(splits);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(splits));
+  config.blockDim = kWarps * 32;
+  config.stream = stream;
+  config.attrs = stream ? attrs : attrs + 1;  // the legacy default stream (the tests' launches) keeps plain order
+  config.numAttrs = stream ? 2 : 1;
+  return cudaLaunchKernelEx(&config, attention_mma64_kernel<kWarps>, p, splits) == cudaSuccess ? Status::kOk
+                                                                                              : Status::kDeviceError;
+}
 
 }  // namespace
 
@@ -469,26 +494,15 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
   if (p.num_tiles == 0) return Status::kOk;
   if (p.head_dim == kHd && p.q_stride % 2 == 0 && p.out_stride % 2 == 0 && aligned(p.q, 4) && aligned(p.out, 4) &&
       aligned(p.k_cache, 16) && aligned(p.v_cache, 16)) {
-    // Split the slots across blocks when the tiles x heads blocks cannot fill the GPU.
+    // Split the slots across the blocks of a cluster when the tiles x heads blocks cannot fill the GPU.
     int64_t splits = 1;
     const int64_t blocks = p.num_tiles * p.num_heads, target = 2 * static_cast<int64_t>(sm_count());
     if (blocks < target) {
       const int64_t max_chunks = (p.max_blocks_per_seq * p.block_size + kChunk - 1) / kChunk;
-      splits = std::min({(target + blocks - 1) / blocks, max_chunks, int64_t{kMaxSplits},
-                         kAttentionWorkspaceFloats / unit_floats(p.tile_rows) / blocks});
-      splits = std::max<int64_t>(1, splits);
+      splits = std::max<int64_t>(1, std::min({(target + blocks - 1) / blocks, max_chunks, int64_t{kMaxSplits}}));
     }
-    float* ws = p.workspace;
-    if (splits > 1 && !ws && cudaGetSymbolAddress(reinterpret_cast<void**>(&ws), g_workspace) != cudaSuccess)
-      return Status::kDeviceError;
-    const dim3 grid(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(splits));
-    const Status st = p.tile_rows == 32
-                          ? launch_dependent(attention_mma64_kernel<2>, grid, 64, 0, stream, p, static_cast<int>(splits), ws)
-                          : launch_dependent(attention_mma64_kernel<4>, grid, 128, 0, stream, p, static_cast<int>(splits), ws);
-    if (st != Status::kOk || splits == 1) return st;
-    const unsigned merge_z = static_cast<unsigned>(p.tile_rows / kMergeRows);
-    return launch_dependent(attention_merge_kernel, dim3(grid.x, grid.y, merge_z), kMergeRows * kHd, 0, stream, p,
-                            static_cast<int>(splits), static_cast<const float*>(ws));
+    return p.tile_rows == 32 ? launch_mma64<2>(p, static_cast<int>(splits), stream)
+                             : launch_mma64<4>(p, static_cast<int>(splits), stream);
   }
   const int chunk = chunk_for(p.head_dim);
   const size_t smem = smem_bytes(p.head_dim, chunk);

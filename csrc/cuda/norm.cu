@@ -3,10 +3,10 @@
 // (lpd/kernels/norm.h). LayerNorm: one warp per row with the row in registers (float4) for
 // dims up to 2048 that are multiples of 4 (mean, then the centred variance from the registers);
 // otherwise one block per row reading the row twice from L1/L2. GELU: 8 values per 16-byte
-// access where the buffer allows. GroupNorm: the
-// image is too large for one block, so a statistics pass (16-byte loads, per-channel sums in
-// registers, per-block partials, then a fixed-order float64 reduction: the same bits every
-// run) precedes an elementwise apply pass.
+// access where the buffer allows. GroupNorm: the image is too large for one block, so a
+// statistics pass (16-byte loads, several in flight per thread, per-channel sums in registers,
+// per-block partials, then a fixed-order float64 reduction: the same bits every run) precedes
+// an elementwise apply pass (the per-channel affine of the image set up in shared memory).
 #include "common.cuh"
 #include "lpd/kernels/norm.h"
 
@@ -107,6 +107,8 @@ __global__ void gelu_vec_kernel(uint4* __restrict__ x, int64_t vectors) {
 }
 
 constexpr int kGnThreads = 256;
+constexpr int kGnLoads = 4;             // 16-byte loads in flight per thread
+constexpr int kGnBlocksPerImage = 128;  // statistics blocks per image, where the image allows
 
 struct Vec8 {  // 8 bf16 channels, one 16-byte access
   uint4 raw;
@@ -116,30 +118,40 @@ struct Vec8 {  // 8 bf16 channels, one 16-byte access
   __device__ void set(int i, float v) { reinterpret_cast<nv_bf16*>(&raw)[i] = __float2bfloat16(v); }
 };
 
-// Block: a chunk of pixels of one image (blockIdx.y). Thread t owns channel vector t % vpp of
-// rows t / vpp, t / vpp + rows_per_iter, ... so its 8 channels never change. Writes the block's
-// per-group sum and sum of squares to partial[image][block][group][2].
-__global__ void group_norm_partial_kernel(nv_bf16* __restrict__ x, const nv_bf16* __restrict__ bias, bool fold,
-                                          int64_t pixels, int64_t channels, int64_t groups, int64_t chunk,
-                                          float* __restrict__ partial) {
+// Block: pixels [first, first + chunk) of image blockIdx.y. Thread t owns channel vector
+// t % vpp of pixels t / vpp + k * rows_per_iter, so its 8 channels never change; it keeps
+// kGnLoads loads in flight. Writes the block's per-group sum and sum of squares to
+// partial[image][block][group][2], summed in a fixed order (no atomics: the same bits every run).
+__global__ void __launch_bounds__(kGnThreads) group_norm_partial_kernel(nv_bf16* __restrict__ x,
+                                                                        const nv_bf16* __restrict__ bias, bool fold,
+                                                                        int pixels, int channels, int groups,
+                                                                        int chunk, float* __restrict__ partial) {
   __shared__ float per_thread[2][kGnThreads * 8];  // [sum, squares][row0 * channels + channel]
-  const int64_t vpp = channels / 8, rows_per_iter = kGnThreads / vpp;
-  const int64_t col = threadIdx.x % vpp, row0 = threadIdx.x / vpp;
+  const int vpp = channels / 8, rows_per_iter = kGnThreads / vpp;
+  const int col = threadIdx.x % vpp, row0 = threadIdx.x / vpp;
   if (row0 < rows_per_iter) {
     float b[8], s[8] = {}, q[8] = {};
     for (int j = 0; j < 8; ++j) b[j] = bias ? __bfloat162float(bias[col * 8 + j]) : 0.0f;
-    const int64_t first = blockIdx.x * chunk, last = min(first + chunk, pixels);
-    uint4* base = reinterpret_cast<uint4*>(x + blockIdx.y * pixels * channels) + col;
-    for (int64_t p = first + row0; p < last; p += rows_per_iter) {
-      Vec8 v{base[p * vpp]};
-      if (bias) {
-        for (int j = 0; j < 8; ++j) v.set(j, v.get(j) + b[j]);
-        if (fold) base[p * vpp] = v.raw;
-      }
-      for (int j = 0; j < 8; ++j) {
-        const float f = v.get(j);
-        s[j] += f;
-        q[j] += f * f;
+    const int first = blockIdx.x * chunk, last = min(first + chunk, pixels);
+    uint4* base = reinterpret_cast<uint4*>(x + static_cast<int64_t>(blockIdx.y) * pixels * channels) + col;
+    for (int p = first + row0; p < last; p += kGnLoads * rows_per_iter) {
+      Vec8 v[kGnLoads];
+#pragma unroll
+      for (int k = 0; k < kGnLoads; ++k)
+        if (p + k * rows_per_iter < last) v[k].raw = base[static_cast<int64_t>(p + k * rows_per_iter) * vpp];
+#pragma unroll
+      for (int k = 0; k < kGnLoads; ++k) {
+        if (p + k * rows_per_iter >= last) break;
+        if (bias) {
+          for (int j = 0; j < 8; ++j) v[k].set(j, v[k].get(j) + b[j]);
+          if (fold) base[static_cast<int64_t>(p + k * rows_per_iter) * vpp] = v[k].raw;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float f = v[k].get(j);
+          s[j] += f;
+          q[j] += f * f;
+        }
       }
     }
     for (int j = 0; j < 8; ++j) {
@@ -148,70 +160,140 @@ __global__ void group_norm_partial_kernel(nv_bf16* __restrict__ x, const nv_bf16
     }
   }
   __syncthreads();
-  // Fixed-order sums (no atomics): the same bits every run.
-  const int64_t per_group = channels / groups;
+  // Per channel over the rows (into row 0; each thread owns its channels' column), then per group.
+  for (int c = threadIdx.x; c < channels; c += blockDim.x) {
+    float sc = per_thread[0][c], qc = per_thread[1][c];
+    for (int r = 1; r < rows_per_iter; ++r) {
+      sc += per_thread[0][r * channels + c];
+      qc += per_thread[1][r * channels + c];
+    }
+    per_thread[0][c] = sc;
+    per_thread[1][c] = qc;
+  }
+  __syncthreads();
+  const int per_group = channels / groups;
   float* out = partial + (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * groups * 2;
-  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
     float sg = 0.0f, qg = 0.0f;
-    for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c)
-      for (int64_t r = 0; r < rows_per_iter; ++r) {
-        sg += per_thread[0][r * channels + c];
-        qg += per_thread[1][r * channels + c];
-      }
+    for (int c = g * per_group; c < (g + 1) * per_group; ++c) {
+      sg += per_thread[0][c];
+      qg += per_thread[1][c];
+    }
     out[2 * g] = sg;
     out[2 * g + 1] = qg;
   }
 }
 
-// One block per image: the blocks' partials summed in order (float64), then mean and rstd.
-__global__ void group_norm_finalize_kernel(const float* __restrict__ partial, int64_t blocks, int64_t groups,
-                                           double count, float eps, float* __restrict__ stats) {
-  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+// One block per image, one warp per group: the lanes sum strided blocks' partials in float64,
+// then a fixed shuffle tree (the same bits every run); then mean and rstd.
+__global__ void group_norm_finalize_kernel(const float* __restrict__ partial, int blocks, int groups, double count,
+                                           float eps, float* __restrict__ stats) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int g = warp; g < groups; g += blockDim.x / 32) {
     double s = 0.0, q = 0.0;
-    for (int64_t b = 0; b < blocks; ++b) {
-      const float* u = partial + ((blockIdx.x * blocks + b) * groups + g) * 2;
+    for (int b = lane; b < blocks; b += 32) {
+      const float* u = partial + ((static_cast<int64_t>(blockIdx.x) * blocks + b) * groups + g) * 2;
       s += u[0];
       q += u[1];
     }
-    const double mean = s / count, var = fmax(q / count - mean * mean, 0.0);
-    stats[(blockIdx.x * groups + g) * 2] = static_cast<float>(mean);
-    stats[(blockIdx.x * groups + g) * 2 + 1] = rsqrtf(static_cast<float>(var) + eps);
-  }
-}
-
-__global__ void group_norm_apply_kernel(const nv_bf16* __restrict__ x, const nv_bf16* __restrict__ bias,
-                                        const float* __restrict__ stats, const float* __restrict__ gamma,
-                                        const float* __restrict__ beta, bool swish, int64_t pixels,
-                                        int64_t channels, int64_t groups, nv_bf16* __restrict__ out) {
-  extern __shared__ float stat[];  // [groups][2]: mean, rstd of image blockIdx.y
-  for (int64_t i = threadIdx.x; i < 2 * groups; i += blockDim.x) stat[i] = stats[blockIdx.y * groups * 2 + i];
-  __syncthreads();
-  const int64_t vpp = channels / 8, per_group = channels / groups, vectors = pixels * vpp;
-  const uint4* in = reinterpret_cast<const uint4*>(x + blockIdx.y * pixels * channels);
-  uint4* o = reinterpret_cast<uint4*>(out + blockIdx.y * pixels * channels);
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    Vec8 v{in[i]};
-    const int64_t c0 = (i % vpp) * 8;
-    for (int j = 0; j < 8; ++j) {
-      const int64_t c = c0 + j, g = c / per_group;
-      float f = v.get(j);
-      if (bias) f = __bfloat162float(__float2bfloat16(f + __bfloat162float(bias[c])));  // as a folded x holds it
-      f = (f - stat[2 * g]) * stat[2 * g + 1] * gamma[c] + beta[c];
-      if (swish) f = f / (1.0f + __expf(-f));
-      v.set(j, f);
+    for (int o = 16; o > 0; o >>= 1) {
+      s += __shfl_xor_sync(0xffffffffu, s, o);
+      q += __shfl_xor_sync(0xffffffffu, q, o);
     }
-    o[i] = v.raw;
+    if (lane == 0) {
+      const double mean = s / count, var = fmax(q / count - mean * mean, 0.0);
+      stats[(blockIdx.x * groups + g) * 2] = static_cast<float>(mean);
+      stats[(blockIdx.x * groups + g) * 2 + 1] = rsqrtf(static_cast<float>(var) + eps);
+    }
   }
 }
 
-int64_t gn_chunk(int64_t channels) { return std::max<int64_t>(1, 65536 / channels); }
+// y = x' * scale + shift (x' = x + bias rounded to bf16, as a folded x holds it), then swish,
+// over one vector of 8 channels.
+__device__ __forceinline__ uint4 gn_apply8(uint4 v, const float* scale, const float* shift, const float* bias,
+                                           bool swish) {
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float2 f = __bfloat1622float2(h[j]);
+    if (bias) f = __bfloat1622float2(__floats2bfloat162_rn(f.x + bias[2 * j], f.y + bias[2 * j + 1]));
+    f.x = f.x * scale[2 * j] + shift[2 * j];
+    f.y = f.y * scale[2 * j + 1] + shift[2 * j + 1];
+    if (swish) {
+      f.x = __fdividef(f.x, 1.0f + __expf(-f.x));
+      f.y = __fdividef(f.y, 1.0f + __expf(-f.y));
+    }
+    h[j] = __floats2bfloat162_rn(f.x, f.y);
+  }
+  return v;
+}
+
+// Grid (blocks, images): each block walks rounds of kGnThreads * kGnLoads vectors of image
+// blockIdx.y. The image's per-channel affine (scale = rstd * gamma, shift = beta - mean *
+// scale) and bias are set up in shared memory first. When vpp divides kGnThreads (the VQ
+// decoders' 128 / 256 / 512 channels) a thread's 8 channels never change and live in registers.
+template <bool kFixedChannels>
+__global__ void __launch_bounds__(kGnThreads) group_norm_apply_kernel(const uint4* __restrict__ x,
+                                                                      const nv_bf16* __restrict__ bias,
+                                                                      const float* __restrict__ stats,
+                                                                      const float* __restrict__ gamma,
+                                                                      const float* __restrict__ beta, bool swish,
+                                                                      int vectors, int channels, int groups,
+                                                                      uint4* __restrict__ out) {
+  extern __shared__ float coef[];  // [channels] scale, [channels] shift, [channels] bias
+  const float* st = stats + static_cast<int64_t>(blockIdx.y) * groups * 2;
+  const int per_group = channels / groups, vpp = channels / 8;
+  for (int c = threadIdx.x; c < channels; c += blockDim.x) {
+    const int g = c / per_group;
+    const float scale = st[2 * g + 1] * gamma[c];
+    coef[c] = scale;
+    coef[channels + c] = beta[c] - st[2 * g] * scale;
+    coef[2 * channels + c] = bias ? __bfloat162float(bias[c]) : 0.0f;
+  }
+  __syncthreads();
+  float scale[8], shift[8], add[8];
+  if (kFixedChannels) {
+    const int c0 = (threadIdx.x % vpp) * 8;
+    for (int j = 0; j < 8; ++j) {
+      scale[j] = coef[c0 + j];
+      shift[j] = coef[channels + c0 + j];
+      add[j] = coef[2 * channels + c0 + j];
+    }
+  }
+  const uint4* in = x + static_cast<int64_t>(blockIdx.y) * vectors;
+  uint4* o = out + static_cast<int64_t>(blockIdx.y) * vectors;
+  for (int first = blockIdx.x * (kGnThreads * kGnLoads) + threadIdx.x; first < vectors;
+       first += gridDim.x * (kGnThreads * kGnLoads)) {
+    uint4 v[kGnLoads];
+#pragma unroll
+    for (int k = 0; k < kGnLoads; ++k)
+      v[k] = first + k * kGnThreads < vectors ? in[first + k * kGnThreads] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int k = 0; k < kGnLoads; ++k) {
+      const int i = first + k * kGnThreads;
+      if (i >= vectors) continue;
+      if (kFixedChannels) {
+        o[i] = gn_apply8(v[k], scale, shift, bias ? add : nullptr, swish);
+      } else {
+        const int c0 = (i % vpp) * 8;
+        o[i] = gn_apply8(v[k], coef + c0, coef + channels + c0, bias ? coef + 2 * channels + c0 : nullptr, swish);
+      }
+    }
+  }
+}
+
+// Pixels per statistics block: whole load rounds, about kGnBlocksPerImage blocks per image.
+int64_t gn_chunk(int64_t pixels, int64_t channels) {
+  const int64_t step = (kGnThreads / (channels / 8)) * kGnLoads;
+  const int64_t want = (pixels + kGnBlocksPerImage - 1) / kGnBlocksPerImage;
+  return std::max<int64_t>(step, (want + step - 1) / step * step);
+}
 
 }  // namespace
 
 size_t group_norm_workspace_floats(int64_t n, int64_t pixels, int64_t channels, int64_t groups) {
-  if (n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0) return 0;
-  const int64_t chunk = gn_chunk(channels);
+  if (n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 || channels % 8 || channels / 8 > kGnThreads) return 0;
+  const int64_t chunk = gn_chunk(pixels, channels);
   return static_cast<size_t>(n * ((pixels + chunk - 1) / chunk) * groups * 2);
 }
 
@@ -219,15 +301,15 @@ Status group_norm_stats(bf16* x, const bf16* bias, bool fold, int64_t n, int64_t
                         int64_t groups, float eps, float* workspace, float* stats, Stream stream) {
   if (!x || !workspace || !stats || n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 || channels % groups)
     return Status::kInvalidArgument;
-  if (channels % 8 || channels / 8 > kGnThreads) return Status::kUnsupported;
-  const int64_t chunk = gn_chunk(channels), blocks = (pixels + chunk - 1) / chunk;
-  group_norm_partial_kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(n)), kGnThreads, 0,
-                              stream>>>(as_nv(x), as_nv(bias), fold, pixels, channels,
-                                                                      groups, chunk, workspace);
+  if (channels % 8 || channels / 8 > kGnThreads || pixels * channels > INT32_MAX) return Status::kUnsupported;
+  const int64_t chunk = gn_chunk(pixels, channels), blocks = (pixels + chunk - 1) / chunk;
+  group_norm_partial_kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(n)), kGnThreads, 0, stream>>>(
+      as_nv(x), as_nv(bias), fold, static_cast<int>(pixels), static_cast<int>(channels), static_cast<int>(groups),
+      static_cast<int>(chunk), workspace);
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kDeviceError;
   const double count = static_cast<double>(pixels) * static_cast<double>(channels / groups);
-  group_norm_finalize_kernel<<<static_cast<unsigned>(n), 128, 0, stream>>>(workspace, blocks, groups, count, eps,
-                                                                           stats);
+  group_norm_finalize_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(workspace, static_cast<int>(blocks),
+                                                                           static_cast<int>(groups), count, eps, stats);
   return launched();
 }
 
@@ -237,12 +319,15 @@ Status group_norm_apply(const bf16* x, const bf16* bias, const float* stats, con
   if (!x || !stats || !gamma || !beta || !out || n <= 0 || pixels <= 0 || channels <= 0 || groups <= 0 ||
       channels % groups)
     return Status::kInvalidArgument;
-  if (channels % 8) return Status::kUnsupported;
-  const int64_t vectors = pixels * channels / 8;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((vectors + kGnThreads - 1) / kGnThreads, 1024)),
+  if (channels % 8 || channels > 2048 || pixels * channels > INT32_MAX) return Status::kUnsupported;
+  const int64_t vectors = pixels * channels / 8, per_block = kGnThreads * kGnLoads;
+  const int64_t fill = (132 * 2048 / kGnThreads + n - 1) / n;  // blocks per image for a full GPU
+  const dim3 grid(static_cast<unsigned>(std::min((vectors + per_block - 1) / per_block, fill)),
                   static_cast<unsigned>(n));
-  group_norm_apply_kernel<<<grid, kGnThreads, 2 * groups * sizeof(float), stream>>>(
-      as_nv(x), as_nv(bias), stats, gamma, beta, swish, pixels, channels, groups, as_nv(out));
+  auto kernel = kGnThreads % (channels / 8) == 0 ? group_norm_apply_kernel<true> : group_norm_apply_kernel<false>;
+  kernel<<<grid, kGnThreads, 3 * channels * sizeof(float), stream>>>(
+      reinterpret_cast<const uint4*>(x), as_nv(bias), stats, gamma, beta, swish, static_cast<int>(vectors),
+      static_cast<int>(channels), static_cast<int>(groups), reinterpret_cast<uint4*>(out));
   return launched();
 }
 

@@ -3,9 +3,13 @@
 // The guided row is never stored: each pass recomputes u + w (c - u) / divisor from the two
 // logits rows (L2-resident), with the CPU path's float32 operations in the same order and no
 // FMA (__fmul_rn / __fadd_rn). top-k finds the k-th largest value by a 4-pass radix select on
-// order-preserving keys (exact, ties kept like the CPU's >= kth). The uniforms come from
-// Philox4x32-10 inside the kernel, counter (id / 4, gen_index, image, stream 0) as docs/rng.md
-// defines, and the draw is the Gumbel-max argmax with float64 scores, first index on ties.
+// order-preserving keys (exact, ties kept like the CPU's >= kth; warp-aggregated histogram
+// counts, a parallel suffix scan to pick each digit). The uniforms come from Philox4x32-10
+// inside the kernel, counter (id / 4, gen_index, image, stream 0) as docs/rng.md defines, and
+// the draw is the Gumbel-max argmax with float64 scores, first index on ties. The float64
+// scores are only computed where they can matter: every score is first computed in float32
+// with a proven error bound, and only the entries whose upper bound reaches the largest lower
+// bound are scored in float64 (usually one per block), which gives the same token.
 #include <cstdint>
 
 #include "common.cuh"
@@ -75,6 +79,63 @@ __device__ void block_argmax(T& best, int& idx, T* sv, int* si) {
   }
 }
 
+// float64 Gumbel-max score of scaled value s with uniform word x (docs/rng.md): the CPU's value.
+__device__ inline double exact_score(float s, uint32_t x) {
+  return static_cast<double>(s) - log(-log(to_uniform(x)));
+}
+
+// log(-log(u)) in float32 for u = (x >> 8 + 0.5) / 2^24 = (2k + 1) / 2^25, within 2.5e-6 of the
+// float64 value: u is exact in float32 below 1/2 and so is 1 - u above it, and logf / log1pf
+// are within 1 ulp, so -log(u) is within ~2.4e-7 relative and its log within that plus half
+// an ulp of a value below 17.4 in magnitude (9.5e-7).
+__device__ inline float gumbel_log_term(uint32_t x) {
+  const uint32_t k = x >> 8;
+  const float neg_log_u = k < (1u << 23) ? -logf((2.0f * static_cast<float>(k) + 1.0f) * 0x1p-25f)
+                                         : -log1pf(-static_cast<float>((1u << 25) - 2u * k - 1u) * 0x1p-25f);
+  return logf(neg_log_u);
+}
+
+// |float32 score - float64 score| for |s| <= max_abs: 2.5e-6 from gumbel_log_term plus half an
+// ulp of s - g (at most (max_abs + 17.4) * 2^-24); the bound below is 4x that.
+// (Clamped so that infinite logits keep a finite bound.)
+__device__ inline float score_error_bound(float max_abs) {
+  return 1e-5f + fminf(max_abs, 1e30f) * 0x1p-22f + 17.4f * 0x1p-22f;
+}
+
+// The digit of this radix pass: the largest d whose count of keys with digit >= d (under the
+// current prefix) reaches `remaining` (0 if none), and the count above d taken off
+// `remaining`. A suffix scan over the 256 bins by the first 8 warps; one thread writes.
+__device__ void select_digit(const unsigned* hist, int shift, uint32_t& prefix, int& remaining) {
+  __shared__ unsigned warp_total[8], suffix[257];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int rem = remaining;  // read before the barriers: one thread rewrites it below
+  if (tid < 256) {
+    unsigned v = hist[255 - tid];  // scan from the top digit down
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned t = __shfl_up_sync(0xffffffffu, v, o);
+      if (lane >= o) v += t;
+    }
+    if (lane == 31) warp_total[warp] = v;
+    suffix[255 - tid] = v;  // within the warp so far
+  }
+  if (tid == 0) suffix[256] = 0;
+  __syncthreads();
+  if (tid < 256) {
+    unsigned add = 0;
+    for (int w = 0; w < warp; ++w) add += warp_total[w];
+    suffix[255 - tid] += add;  // count of keys with digit >= 255 - tid
+  }
+  __syncthreads();
+  if (tid < 256) {
+    const int d = tid;
+    const bool reaches = d == 0 || static_cast<int>(suffix[d]) >= rem;
+    if (reaches && (d == 255 || static_cast<int>(suffix[d + 1]) < rem)) {
+      prefix |= static_cast<uint32_t>(d) << shift;
+      remaining = rem - static_cast<int>(suffix[d + 1]);
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits, int64_t vocab,
                                                           const SampleJob* __restrict__ jobs,
                                                           int32_t* __restrict__ tokens) {
@@ -118,21 +179,18 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       __syncthreads();
       const uint32_t prefix = prefix_sh;
       const uint32_t mask = pass == 0 ? 0u : (0xFFFFFFFFu << (shift + 8));
-      for (int64_t i = tid; i < vocab; i += kThreads) {
-        const uint32_t key = order_key(__fdiv_rn(guided(c, u, job.weight, i), job.divisor));
-        if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xFFu], 1u);
+      for (int64_t first = 0; first < vocab; first += kThreads) {  // uniform trip count: whole warps below
+        const int64_t i = first + tid;
+        int bin = -1;
+        if (i < vocab) {
+          const uint32_t key = order_key(__fdiv_rn(guided(c, u, job.weight, i), job.divisor));
+          if ((key & mask) == prefix) bin = static_cast<int>((key >> shift) & 0xFFu);
+        }
+        const unsigned peers = __match_any_sync(0xffffffffu, bin);
+        if (bin >= 0 && __ffs(peers) - 1 == (tid & 31)) atomicAdd(&hist[bin], static_cast<unsigned>(__popc(peers)));
       }
       __syncthreads();
-      if (tid == 0) {
-        int rem = remaining_sh;
-        int digit = 255;
-        for (; digit > 0; --digit) {
-          if (static_cast<int>(hist[digit]) >= rem) break;
-          rem -= static_cast<int>(hist[digit]);
-        }
-        prefix_sh = prefix | (static_cast<uint32_t>(digit) << shift);
-        remaining_sh = rem;
-      }
+      select_digit(hist, shift, prefix_sh, remaining_sh);
       __syncthreads();
     }
     const uint32_t key = prefix_sh;
@@ -140,9 +198,12 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
     kth = __uint_as_float(bits);
   }
 
-  double best = -INFINITY;
-  int idx = -1;
+  // Gumbel-max. Pass 1, float32: each thread's two best scores and the largest |s| it saw
+  // (its error bound). The float64 maximum lies at an entry whose float32 upper bound reaches
+  // the largest float32 lower bound of any thread's best.
   const int64_t groups = (vocab + 3) / 4;
+  float best1 = -INFINITY, best2 = -INFINITY, max_abs = 0.0f;
+  int idx1 = -1;
   for (int64_t g = tid; g < groups; g += kThreads) {
     const uint4 w = philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
                                static_cast<uint32_t>(job.image), 0u);
@@ -153,12 +214,54 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       if (i >= vocab) break;
       const float s = __fdiv_rn(guided(c, u, job.weight, i), job.divisor);
       if (filter && !(s >= kth)) continue;
-      const double score = static_cast<double>(s) - log(-log(to_uniform(words[q])));
-      if (idx < 0 || score > best) {
-        best = score;
-        idx = static_cast<int>(i);
+      const float score = s - gumbel_log_term(words[q]);
+      max_abs = fmaxf(max_abs, fabsf(s));
+      if (idx1 < 0 || score > best1) {
+        best2 = best1;
+        best1 = score;
+        idx1 = static_cast<int>(i);
+      } else if (score > best2) {
+        best2 = score;
       }
     }
+  }
+  const float bound = score_error_bound(max_abs);
+  float lower = idx1 < 0 ? -INFINITY : best1 - bound;
+  for (int o = 16; o > 0; o >>= 1) lower = fmaxf(lower, __shfl_xor_sync(0xffffffffu, lower, o));
+  if ((tid & 31) == 0) sf[tid >> 5] = lower;
+  __syncthreads();
+  lower = sf[0];
+  for (int wi = 1; wi < kThreads / 32; ++wi) lower = fmaxf(lower, sf[wi]);
+
+  // Pass 2, float64, only where it can matter: the thread's best, or (rarely) all its entries
+  // whose upper bound reaches `lower` when its second best does too.
+  double best = -INFINITY;
+  int idx = -1;
+  if (idx1 >= 0 && best2 + bound >= lower) {
+    for (int64_t g = tid; g < groups; g += kThreads) {
+      const uint4 w = philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
+                                 static_cast<uint32_t>(job.image), 0u);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+      for (int q = 0; q < 4; ++q) {
+        const int64_t i = 4 * g + q;
+        if (i >= vocab) break;
+        const float s = __fdiv_rn(guided(c, u, job.weight, i), job.divisor);
+        if (filter && !(s >= kth)) continue;
+        if (s - gumbel_log_term(words[q]) + bound < lower) continue;
+        const double score = exact_score(s, words[q]);
+        if (idx < 0 || score > best) {
+          best = score;
+          idx = static_cast<int>(i);
+        }
+      }
+    }
+  } else if (idx1 >= 0 && best1 + bound >= lower) {
+    const int64_t g = idx1 / 4;
+    const uint4 w = philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
+                               static_cast<uint32_t>(job.image), 0u);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    best = exact_score(__fdiv_rn(guided(c, u, job.weight, idx1), job.divisor), words[idx1 % 4]);
+    idx = idx1;
   }
   block_argmax(best, idx, sv, si);
   if (tid == 0) tokens[job.out_index] = idx < 0 ? 0 : idx;

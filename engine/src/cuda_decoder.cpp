@@ -4,7 +4,7 @@
 //   cache -> attention -> x += attn Wproj^T + b (float32 C, beta = 1: the residual add is the
 //   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) -> x += m Wfc2^T + b.
 // Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
-// block per token. 9 launches per layer (10 when attention splits its slots) plus 5 per step,
+// block per token. 9 launches per layer plus 5 per step,
 // our own kernels as programmatic dependent launches (csrc/cuda/common.cuh); inside a CUDA graph.
 #include "lpd/cuda_decoder.h"
 
@@ -57,7 +57,6 @@ struct CudaStepDecoder::Impl {
   int64_t cap_rows = 0, cap_logits = 0;
   DeviceBuffer<float> x, logits;
   DeviceBuffer<bf16> h, qkv, attn, mlp;
-  DeviceBuffer<float> attn_ws;  // split-KV partials of paged_attention (fixed size, allocated once)
   // plan: one device buffer, two pinned staging buffers
   DeviceBuffer<char> plan_dev;
   char* staging[2] = {nullptr, nullptr};
@@ -110,7 +109,6 @@ struct CudaStepDecoder::Impl {
     qkv.resize(cap_rows * 3 * d);
     mlp.resize(cap_rows * c.mlp_hidden);
     logits.resize(cap_logits * c.vocab_size);
-    if (!attn_ws.ptr) attn_ws.resize(kc::kAttentionWorkspaceFloats);
   }
 
   struct Offsets {
@@ -138,7 +136,7 @@ struct CudaStepDecoder::Impl {
             "kv_cache_write");
       kc::PagedAttentionParams ap{qkv.ptr,      3 * d,           kl,       vl,      i32(o.tables), max_blocks,
                                   i32(o.vis),   i32(o.tiles),    tiles.count, tiles.tile_rows, rows, c.heads,
-                                  hd,           block_size,      scale,    attn.ptr, d,            attn_ws.ptr};
+                                  hd,           block_size,      scale,    attn.ptr, d};
       check(kc::paged_attention(ap, stream), "paged_attention");
       check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
             "gemm proj");

@@ -35,10 +35,8 @@ namespace cuda {
 // (online softmax over slot chunks; head_dim 64 on tensor cores, P x V with P as bf16 hi + lo).
 // Rows are processed in tiles of consecutive rows of one sequence (plan_attention_tiles) so
 // that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the
-// GPU, the slots are split across blocks and merged by a second kernel through `workspace`
-// (kAttentionWorkspaceFloats floats, owned by the caller and used only by its stream); a null
-// workspace uses one static device buffer, which is safe only while a single stream at a time
-// runs attention (tests).
+// GPU, the slots are split across the blocks of a thread-block cluster (up to 16), which merge
+// their partials through distributed shared memory: one kernel, no workspace.
 struct PagedAttentionParams {
   const bf16* q;  // [num_rows, num_heads * head_dim], row stride q_stride
   int64_t q_stride;
@@ -53,9 +51,7 @@ struct PagedAttentionParams {
   float scale;
   bf16* out;  // [num_rows, num_heads * head_dim], row stride out_stride
   int64_t out_stride;
-  float* workspace = nullptr;  // kAttentionWorkspaceFloats floats of device memory, or null
 };
-constexpr int64_t kAttentionWorkspaceFloats = 512 * 64 * 66;  // 512 split partials of a 64-row tile
 constexpr int64_t kAttentionMaxHeadDim = 256;
 
 struct AttentionTiles {
