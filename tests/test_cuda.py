@@ -130,8 +130,8 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
 
 
 # head_dim 64 runs on tensor cores (tiles of 32 rows when no sequence has more, else 64; one
-# 16-row mma tile per warp); with few tiles x heads the slots are split across blocks (merged by
-# a second kernel); 40 and 96 take the CUDA-core path.
+# 16-row mma tile per warp); with few tiles x heads the slots are split across the blocks of a
+# cluster (merged through its shared memory); 40 and 96 take the CUDA-core path.
 @pytest.mark.parametrize("heads,head_dim,block_size,seq_rows,max_len", [
     (3, 64, 16, [1, 19, 7], 70),
     (2, 40, 5, [17, 2], 70),
@@ -191,9 +191,11 @@ def test_gemm(m, n, k, out_fp32, accumulate, bias):
     dtype = torch.float32 if out_fp32 else torch.bfloat16
     b = torch.randn(n, device=DEV, generator=g).to(dtype) if bias else None
     c0 = torch.randn(m, n, device=DEV, generator=g).to(dtype) if accumulate else poisoned(m, n, dtype=dtype)
-    c = c0.clone()
-    ok(K.gemm(a.data_ptr(), k, w.data_ptr(), k, b.data_ptr() if bias else 0, c.data_ptr(), n, m, n, k, out_fp32,
-              accumulate))
+    c, again = c0.clone(), c0.clone()
+    for out in (c, again):
+        ok(K.gemm(a.data_ptr(), k, w.data_ptr(), k, b.data_ptr() if bias else 0, out.data_ptr(), n, m, n, k, out_fp32,
+                  accumulate))
+    assert torch.equal(c, again)  # the same bits on a repeated call
     ref = a.double() @ w.double().T + (b.double() if bias else 0) + (c0.double() if accumulate else 0)
     same = (a @ w.T).float() + (b.float() if bias else 0) + (c0.float() if accumulate else 0)
     assert not c.isnan().any()
