@@ -171,6 +171,7 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
 // ---- head_dim 64 on tensor cores ------------------------------------------------------------
 constexpr int kHd = 64;
 constexpr int kChunk = 64;  // slots per block iteration
+constexpr int kNt = kChunk / 8, kKc = kChunk / 16;  // S n-tiles and P k-tiles of a chunk
 constexpr int kPad = 72;    // shared row stride in bf16 (144 B: the 8 rows of an ldmatrix hit distinct banks)
 constexpr int kStageElems = 2 * kChunk * kPad;  // K and V of one chunk, bf16
 constexpr int kMaxSplits = 16;  // blocks of one cluster (a non-portable size above 8)
@@ -273,9 +274,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
     const nv_bf16* vs = ks + kChunk * kPad;
     const int j0 = c * kChunk;
     if (rows > 0) {
-      float s[8][4];
+      float s[kNt][4];
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < kNt; ++nt) {
         s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
         for (int kp = 0; kp < 2; ++kp) {
@@ -287,7 +288,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
       }
       float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < kNt; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int j = j0 + nt * 8 + cq + (e & 1);
@@ -309,10 +310,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
       m1 = n1;
       // P = hi + lo, both bf16: P x V as two mma keeps P to ~16 significant bits (float32-like),
       // so the only bf16 roundings are those of q, K and V themselves.
-      uint32_t pa[4][4], pl[4][4];
+      uint32_t pa[kKc][4], pl[kKc][4];
       float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < kNt; ++nt) {
         const float p0 = exp2f(s[nt][0] - u0), p1 = exp2f(s[nt][1] - u0);
         const float p2 = exp2f(s[nt][2] - u1), p3 = exp2f(s[nt][3] - u1);
         float h0 = p0, h1 = p1, h2 = p2, h3 = p3;
@@ -334,7 +335,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
         o[dt][3] *= a1;
       }
 #pragma unroll
-      for (int kc = 0; kc < 4; ++kc) {
+      for (int kc = 0; kc < kKc; ++kc) {
 #pragma unroll
         for (int dp = 0; dp < 4; ++dp) {
           uint32_t b[4];

@@ -16,17 +16,25 @@ namespace {
 using namespace detail;
 
 // One warp per row, the row in registers as float4 (dim a multiple of 4, at most 128 * kVecs):
-// mean, then the centred variance from the registers, then bf16 pairs out.
+// mean, then the centred variance from the registers, then bf16 pairs out. gamma and beta are
+// weights no kernel writes, so the block stages them in shared memory before the
+// programmatic-launch wait (common.cuh): their latency overlaps the predecessor's tail.
 template <int kVecs>
 __global__ void layer_norm_warp_kernel(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ row_index,
                                        const float* __restrict__ gamma, const float* __restrict__ beta, float eps,
                                        nv_bf16* __restrict__ out, int64_t ldo, int64_t rows, int64_t dim) {
+  __shared__ float4 gb[2][32 * kVecs];  // gamma, beta
+  const int64_t vecs = dim / 4;
+  for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
+    gb[0][c] = reinterpret_cast<const float4*>(gamma)[c];
+    gb[1][c] = reinterpret_cast<const float4*>(beta)[c];
+  }
+  __syncthreads();
   pdl_enter();
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
   const float4* row = reinterpret_cast<const float4*>(x + (row_index ? static_cast<int64_t>(row_index[r]) : r) * ldx);
-  const int64_t vecs = dim / 4;
   float4 v[kVecs];
   float s = 0.0f;
 #pragma unroll
@@ -48,13 +56,11 @@ __global__ void layer_norm_warp_kernel(const float* __restrict__ x, int64_t ldx,
   for (int o = 16; o > 0; o >>= 1) q += __shfl_xor_sync(0xffffffffu, q, o);
   const float rstd = rsqrtf(q / static_cast<float>(dim) + eps);
   __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(out + r * ldo);
-  const float4* g4 = reinterpret_cast<const float4*>(gamma);
-  const float4* b4 = reinterpret_cast<const float4*>(beta);
 #pragma unroll
   for (int i = 0; i < kVecs; ++i) {
     const int64_t c = lane + 32 * i;
     if (c < vecs) {
-      const float4 g = g4[c], b = b4[c];
+      const float4 g = gb[0][c], b = gb[1][c];
       o2[2 * c] = __floats2bfloat162_rn((v[i].x - mean) * rstd * g.x + b.x, (v[i].y - mean) * rstd * g.y + b.y);
       o2[2 * c + 1] = __floats2bfloat162_rn((v[i].z - mean) * rstd * g.z + b.z, (v[i].w - mean) * rstd * g.w + b.w);
     }
