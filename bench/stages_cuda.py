@@ -54,10 +54,12 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
     row_seq = torch.arange(seqs, dtype=torch.int32).repeat_interleave(per)
     rows_a = len(row_seq)
     visl = torch.full((rows_a,), vis, dtype=torch.int32)
-    tile_bytes, tile_rows = K.plan_attention_tiles(row_seq.numpy().tobytes(), visl.numpy().tobytes())
+    row_pos = (vis - per + torch.arange(per, dtype=torch.int32)).repeat(seqs)  # the step's positions end at vis
+    tile_bytes, tile_rows = K.plan_attention_tiles(row_seq.numpy().tobytes(), row_pos.numpy().tobytes(),
+                                                   visl.numpy().tobytes())
     tiles = torch.frombuffer(bytearray(tile_bytes), dtype=torch.int32).to(dev)
     visl = visl.to(dev)
-    slots = torch.arange(rows, dtype=torch.int32, device=dev)
+    slots = (row_seq * maxb * bs + row_pos).to(dev)  # each row's position through its block table
     out = torch.empty(rows, D, device=dev).bfloat16()
     import numpy as np
     job = np.zeros(logit_rows // 2, np.dtype([("seed", "<u8"), ("c", "<i4"), ("u", "<i4"), ("w", "<f4"), ("d", "<f4"),
@@ -70,8 +72,10 @@ def case(rows, logit_rows, seqs, vis=150, bs=16):
     r = {}
     r["layer_norm x2"] = 2 * t(lambda: K.layer_norm(x.data_ptr(), D, 0, g.data_ptr(), b.data_ptr(), 1e-6, h.data_ptr(), D, rows, D))
     r["gemm qkv"] = t(lambda: gm(h, 3 * D, D, w["qkv"], bqkv.data_ptr(), qkv, False, False))
-    r["kv write"] = t(lambda: K.kv_cache_write(qkv[:, D:].data_ptr(), qkv[:, 2 * D:].data_ptr(), 3 * D, slots.data_ptr(), rows, D, kc.data_ptr(), vc.data_ptr()))
-    r["attention"] = t(lambda: K.paged_attention(qkv.data_ptr(), 3 * D, kc.data_ptr(), vc.data_ptr(), tables.data_ptr(), maxb, visl.data_ptr(), tiles.data_ptr(), tiles.numel() // 4, tile_rows, rows_a, H, HD, bs, 0.125, out.data_ptr(), D))
+    r["attention + KV write"] = t(lambda: K.paged_attention(
+        qkv.data_ptr(), 3 * D, qkv[:, D:].data_ptr(), qkv[:, 2 * D:].data_ptr(), 3 * D, slots.data_ptr(), kc.data_ptr(),
+        vc.data_ptr(), tables.data_ptr(), maxb, visl.data_ptr(), tiles.data_ptr(), tiles.numel() // 8, tile_rows, rows_a,
+        H, HD, bs, 0.125, out.data_ptr(), D))
     r["gemm proj (+res)"] = t(lambda: gm(out, D, D, w["proj"], bd.data_ptr(), x, True, True))
     r["gemm fc1"] = t(lambda: gm(h, HID, D, w["fc1"], b1.data_ptr(), mlp, False, False))
     r["gelu"] = t(lambda: K.gelu_erf(mlp.data_ptr(), rows * HID))

@@ -83,23 +83,12 @@ def test_embed_rows_with_device_tokens():
     assert rel(out, ref) < 1e-5
 
 
-@pytest.mark.parametrize("width", [3 * 64, 5 * 13])
-def test_kv_cache_write(width):
-    rows, slots = 23, 80
-    qkv = torch.randn(rows, 3 * width, device=DEV).bfloat16()
-    mapping = torch.randperm(slots, device=DEV)[:rows].to(torch.int32)
-    mapping[4] = -1
-    kc, vc = poisoned(slots, width, dtype=torch.bfloat16), poisoned(slots, width, dtype=torch.bfloat16)
-    ok(K.kv_cache_write(qkv[:, width:].data_ptr(), qkv[:, 2 * width:].data_ptr(), 3 * width, mapping.data_ptr(),
-                        rows, width, kc.data_ptr(), vc.data_ptr()))
-    m = mapping.long()
-    keep = m >= 0
-    assert torch.equal(kc[m[keep]], qkv[keep, width:2 * width])
-    assert torch.equal(vc[m[keep]], qkv[keep, 2 * width:])
-
-
 def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
-    """Random paged cache and rows: returns (inputs, float64 reference, same-precision torch output)."""
+    """A random paged cache and one step's rows: sequence s's rows hold the consecutive
+    positions cached_s .. cached_s + n_s - 1 (the cache holds the positions below), their K/V
+    are in the qkv rows, and each row sees positions [0, vis), itself included:
+    pos < vis <= cached_s + n_s.
+    Returns (inputs, float64 reference, same-precision torch output)."""
     g = torch.Generator(device=DEV).manual_seed(seed)
     width = heads * head_dim
     num_seqs = len(seq_rows)
@@ -108,30 +97,53 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
     k = torch.randn(num_blocks * block_size, width, device=DEV, generator=g).bfloat16()
     v = torch.randn(num_blocks * block_size, width, device=DEV, generator=g).bfloat16()
     tables = torch.randperm(num_blocks, device=DEV, generator=g)[: num_seqs * max_blocks].view(num_seqs, max_blocks)
-    row_seq = torch.cat([torch.full((n,), s, dtype=torch.int32) for s, n in enumerate(seq_rows)]).to(DEV)
+    qkv = torch.randn(sum(seq_rows), 3 * width, device=DEV, generator=g).bfloat16()  # q | k_new | v_new
+    cached = [int(torch.randint(0, max_len - n + 1, (1,), device=DEV, generator=g)) for n in seq_rows]
+    row_seq, row_pos, vis, slots, firsts = [], [], [], [], []
+    for s, (n, c) in enumerate(zip(seq_rows, cached)):
+        firsts.append(len(row_seq))
+        for pos in range(c, c + n):
+            row_seq.append(s)
+            row_pos.append(pos)
+            vis.append(pos + 1 + int(torch.randint(0, c + n - pos, (1,), device=DEV, generator=g)))
+            slots.append(int(tables[s, pos // block_size]) * block_size + pos % block_size)
     rows = len(row_seq)
-    vis = torch.randint(1, max_len + 1, (rows,), device=DEV, generator=g, dtype=torch.int32)
-    q = torch.randn(rows, 3 * width, device=DEV, generator=g).bfloat16()
+    slots[rows // 2] = -1  # a row whose K/V is not kept (still seen by its sequence this step)
     scale = head_dim ** -0.5
     ref = torch.empty(rows, width, dtype=torch.float64, device=DEV)
     same = torch.empty(rows, width, dtype=torch.bfloat16, device=DEV)
     for r in range(rows):
-        s, n = int(row_seq[r]), int(vis[r])
-        slots = (tables[s].repeat_interleave(block_size) * block_size +
-                 torch.arange(block_size, device=DEV).repeat(max_blocks))[:n]
-        qr = q[r, :width].view(heads, 1, head_dim)
-        kr, vr = k[slots].view(n, heads, head_dim).transpose(0, 1), v[slots].view(n, heads, head_dim).transpose(0, 1)
+        s, n = row_seq[r], vis[r]
+        phys = (tables[s].repeat_interleave(block_size) * block_size +
+                torch.arange(block_size, device=DEV).repeat(max_blocks))[:n]
+        fresh = torch.arange(firsts[s], firsts[s] + max(n - cached[s], 0), device=DEV)
+        kr = torch.cat([k[phys[:cached[s]]], qkv[fresh, width:2 * width]])
+        vr = torch.cat([v[phys[:cached[s]]], qkv[fresh, 2 * width:]])
+        qr = qkv[r, :width].view(heads, 1, head_dim)
+        kr, vr = kr.view(n, heads, head_dim).transpose(0, 1), vr.view(n, heads, head_dim).transpose(0, 1)
         p = torch.softmax(qr.double() @ kr.double().transpose(1, 2) * scale, dim=-1)
         ref[r] = (p @ vr.double()).reshape(width)
         ps = torch.softmax((qr @ kr.transpose(1, 2)).float() * scale, dim=-1).bfloat16()
         same[r] = (ps @ vr).reshape(width)
-    return dict(q=q, k=k, v=v, tables=tables.to(torch.int32).contiguous(), row_seq=row_seq, vis=vis, rows=rows,
-                max_blocks=max_blocks, scale=scale), ref, same
+    # the step's own positions are poisoned in the cache: they must come from the qkv rows
+    step_slots = torch.tensor([int(tables[s, p // block_size]) * block_size + p % block_size
+                               for s, p in zip(row_seq, row_pos)], device=DEV)
+    k[step_slots], v[step_slots] = float("nan"), float("nan")
+    i32 = lambda x: torch.tensor(x, dtype=torch.int32)  # noqa: E731
+    return dict(qkv=qkv, k=k, v=v, tables=tables.to(torch.int32).contiguous(), row_seq=i32(row_seq),
+                row_pos=i32(row_pos), vis=i32(vis).to(DEV), slots=i32(slots).to(DEV), rows=rows,
+                max_blocks=max_blocks, scale=scale, cached=cached, firsts=firsts), ref, same
+
+
+def _plan_tiles(case):
+    return K.plan_attention_tiles(case["row_seq"].numpy().tobytes(), case["row_pos"].numpy().tobytes(),
+                                  case["vis"].cpu().numpy().tobytes())
 
 
 # head_dim 64 runs on tensor cores (tiles of 32 rows when no sequence has more, else 64; one
 # 16-row mma tile per warp); with few tiles x heads the slots are split across the blocks of a
-# cluster (merged through its shared memory); 40 and 96 take the CUDA-core path.
+# cluster (merged through its shared memory); 40 and 96 take the CUDA-core path. Every case also
+# checks the step's K/V written to the cache, and that the kernel read them from the qkv rows.
 @pytest.mark.parametrize("heads,head_dim,block_size,seq_rows,max_len", [
     (3, 64, 16, [1, 19, 7], 70),
     (2, 40, 5, [17, 2], 70),
@@ -149,34 +161,59 @@ def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len):
     case, ref, same = _attention_case(heads, head_dim, block_size, seq_rows, seed=heads * 100 + head_dim + max_len,
                                       max_len=max_len)
     width = heads * head_dim
-    tile_bytes, tile_rows = K.plan_attention_tiles(case["row_seq"].cpu().numpy().tobytes(),
-                                                   case["vis"].cpu().numpy().tobytes())
+    tile_bytes, tile_rows = _plan_tiles(case)
     assert tile_rows == (32 if max(seq_rows) <= 32 else 64)
     expect, first, vis = [], 0, case["vis"].tolist()
     for s, n in enumerate(seq_rows):
         for r in range(first, first + n, tile_rows):
             e = min(r + tile_rows, first + n)
-            expect += [r, e - r, s, max(vis[r:e])]
+            expect += [r, e - r, s, max(vis[r:e]), case["cached"][s], first, 0, 0]
         first += n
     assert list(memoryview(tile_bytes).cast("i")) == expect
     tiles = torch.frombuffer(bytearray(tile_bytes), dtype=torch.int32).to(DEV)
+    k0, v0 = case["k"].clone(), case["v"].clone()
 
     def attend():
         out = poisoned(case["rows"], width, dtype=torch.bfloat16)
-        ok(K.paged_attention(case["q"].data_ptr(), 3 * width, case["k"].data_ptr(), case["v"].data_ptr(),
+        qkv = case["qkv"]
+        ok(K.paged_attention(qkv.data_ptr(), 3 * width, qkv[:, width:].data_ptr(), qkv[:, 2 * width:].data_ptr(),
+                             3 * width, case["slots"].data_ptr(), case["k"].data_ptr(), case["v"].data_ptr(),
                              case["tables"].data_ptr(), case["max_blocks"], case["vis"].data_ptr(), tiles.data_ptr(),
-                             tiles.numel() // 4, tile_rows, case["rows"], heads, head_dim, block_size, case["scale"],
+                             tiles.numel() // 8, tile_rows, case["rows"], heads, head_dim, block_size, case["scale"],
                              out.data_ptr(), width))
         return out
 
     out = attend()
     assert not out.isnan().any()
+    # the rows' K/V went to their slots; nothing else in the cache changed
+    slots = case["slots"].long()
+    kept = slots >= 0
+    assert torch.equal(case["k"][slots[kept]], case["qkv"][kept, width:2 * width])
+    assert torch.equal(case["v"][slots[kept]], case["qkv"][kept, 2 * width:])
+    untouched = torch.ones(len(k0), dtype=torch.bool, device=DEV)
+    untouched[slots[kept]] = False
+    assert torch.equal(case["k"][untouched].view(torch.int16), k0[untouched].view(torch.int16))  # NaN poison too
+    assert torch.equal(case["v"][untouched].view(torch.int16), v0[untouched].view(torch.int16))
     # again: the same bits (no order-dependent sums, nothing left over from the first launch)
     assert torch.equal(attend(), out)
     err, base = rel(out, ref), rel(same, ref)
     print(f"attention heads {heads} head_dim {head_dim} rows {case['rows']} max_len {max_len}: "
           f"rel err {err:.2e} (bf16 torch {base:.2e})")
     assert err <= GPU_ERROR_RATIO * base, (err, base)
+
+
+def test_attention_plan_rejects_broken_rows():
+    """A sequence's rows must hold consecutive positions and form one run: otherwise the plan
+    says so (tile_rows 0) and the kernel refuses the launch."""
+    seq = np.array([0, 0, 1, 1], np.int32)
+    vis = np.array([3, 3, 3, 3], np.int32)
+    for pos, seqs in [([0, 2, 0, 1], seq), ([0, 1, 0, 1], np.array([0, 0, 1, 0], np.int32))]:
+        tiles, tile_rows = K.plan_attention_tiles(seqs.tobytes(), np.array(pos, np.int32).tobytes(), vis.tobytes())
+        assert tile_rows == 0
+    assert K.plan_attention_tiles(seq.tobytes(), np.array([0, 1, 2, 3], np.int32).tobytes(), vis.tobytes())[1] == 32
+    dummy = torch.zeros(64, dtype=torch.int32, device=DEV)
+    p = dummy.data_ptr()
+    assert K.paged_attention(p, 64, p, p, 64, p, p, p, p, 1, p, p, 1, 0, 4, 1, 64, 16, 0.125, p, 64) == "invalid argument"
 
 
 @pytest.mark.parametrize("m,n,k,out_fp32,accumulate,bias", [

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "common.cuh"
 #include "lpd/kernels/attention.h"
@@ -67,7 +68,8 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   __shared__ int max_vis;
 
   const int tid = threadIdx.x, head = blockIdx.y;
-  const int4 tile = reinterpret_cast<const int4*>(p.tiles)[blockIdx.x];  // first row, rows, sequence, max visible
+  const int4 tile = reinterpret_cast<const int4*>(p.tiles)[2 * blockIdx.x];      // first row, rows, sequence, max visible
+  const int4 fresh = reinterpret_cast<const int4*>(p.tiles)[2 * blockIdx.x + 1];  // cached, row of position `cached`
   const int first = tile.x + kRows * blockIdx.z;
   const int rows = min(kRows, tile.y - kRows * static_cast<int>(blockIdx.z));
   if (rows <= 0) return;
@@ -84,6 +86,14 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
     const int r = e / hd, d = e % hd;
     q[e] = r < rows ? __bfloat162float(as_nv(p.q)[(first + r) * p.q_stride + head * hd + d]) * p.scale : 0.0f;
   }
+  // This block's rows' K/V (this head) to their cache slots; nothing below reads them there.
+  for (int e = tid; e < rows * hd; e += kThreads) {
+    const int r = first + e / hd, d = e % hd, slot = p.slot_mapping[r];
+    if (slot < 0) continue;
+    const int64_t src = r * p.kv_stride + head * hd + d, dst = static_cast<int64_t>(slot) * width + head * hd + d;
+    as_nv(p.k_cache)[dst] = as_nv(p.k_new)[src];
+    as_nv(p.v_cache)[dst] = as_nv(p.v_new)[src];
+  }
   __syncthreads();
   if (tid == 0) {
     int m = 0;
@@ -97,15 +107,20 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
 
   const int warp = tid >> 5, lane = tid & 31;
   for (int j0 = 0; j0 < max_vis; j0 += chunk) {
-    // Stage K and V of slots j0 .. j0 + chunk - 1 (zeros past the visible end).
+    // Stage K and V of positions j0 .. j0 + chunk - 1 (zeros past the visible end): from the
+    // cache below `cached`, from this step's rows above.
     for (int e = tid; e < chunk * hd; e += kThreads) {
-      const int j = e / hd, d = e % hd, slot = j0 + j;
+      const int j = e / hd, d = e % hd, pos = j0 + j;
       float kv = 0.0f, vv = 0.0f;
-      if (slot < max_vis) {
-        const int64_t phys = static_cast<int64_t>(table[slot / bs]) * bs + slot % bs;
+      if (pos < max_vis && pos < fresh.x) {
+        const int64_t phys = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
         const int64_t off = phys * width + head * hd + d;
         kv = __bfloat162float(as_nv(p.k_cache)[off]);
         vv = __bfloat162float(as_nv(p.v_cache)[off]);
+      } else if (pos < max_vis) {
+        const int64_t off = (fresh.y + pos - fresh.x) * p.kv_stride + head * hd + d;
+        kv = __bfloat162float(as_nv(p.k_new)[off]);
+        vv = __bfloat162float(as_nv(p.v_new)[off]);
       }
       k[j * (hd + 1) + d] = kv;
       v[j * hd + d] = vv;
@@ -198,8 +213,12 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   // the kernel before still runs; q and the K/V cache are read after the wait.
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int tile = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
-  const int4 rec = reinterpret_cast<const int4*>(p.tiles)[tile];  // first row, rows, sequence, max visible
-  const int first = rec.x, tile_rows = rec.y, max_vis = rec.w;
+  const int4 rec = reinterpret_cast<const int4*>(p.tiles)[2 * tile];  // first row, rows, sequence, max visible
+  const int4 fresh = reinterpret_cast<const int4*>(p.tiles)[2 * tile + 1];  // cached, row of position `cached`
+  const int first = rec.x, tile_rows = rec.y, max_vis = rec.w, cached = fresh.x, fresh_row = fresh.y;
+  const int tile_pos = cached + first - fresh_row;  // the position of the tile's first row
+  __shared__ int tile_slots[kWarps * kRows];         // the cache slot of each of the tile's rows
+  for (int r = threadIdx.x; r < tile_rows; r += kWarps * 32) tile_slots[r] = p.slot_mapping[first + r];
   const int32_t* table = p.block_tables + static_cast<int64_t>(rec.z) * p.max_blocks_per_seq;
   const int bs = static_cast<int>(p.block_size);
   const int64_t width = p.num_heads * kHd;
@@ -211,15 +230,18 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   const int vis0 = r0 < rows ? p.visible_len[first + wrow + r0] : 0;
   const int vis1 = r1 < rows ? p.visible_len[first + wrow + r1] : 0;
 
-  // Chunk c's K/V element offsets for this thread's copies (-1 past the tile's visible end),
-  // through the block table; then the copies into a stage buffer: K rows then V rows, 8 x 16
-  // bytes per slot each.
+  // Chunk c's K/V element offsets for this thread's copies: >= 0 into the cache through the
+  // block table (positions below `cached`), -2 - offset into k_new / v_new (this step's rows),
+  // -1 past the tile's visible end; then the copies into a stage buffer: K rows then V rows,
+  // 8 x 16 bytes per position each.
   auto offsets = [&](int c, int64_t* off) {
 #pragma unroll
     for (int t = 0; t < kCopies; ++t) {
-      const int i = threadIdx.x + kWarps * 32 * t, slot = c * kChunk + (i >> 3);
-      off[t] = slot < max_vis ? (static_cast<int64_t>(table[slot / bs]) * bs + slot % bs) * width + head * kHd + (i & 7) * 8
-                              : -1;
+      const int i = threadIdx.x + kWarps * 32 * t, pos = c * kChunk + (i >> 3);
+      const int64_t col = head * kHd + (i & 7) * 8;
+      off[t] = pos >= max_vis ? -1
+               : pos < cached ? (static_cast<int64_t>(table[pos / bs]) * bs + pos % bs) * width + col
+                              : -2 - (static_cast<int64_t>(fresh_row + pos - cached) * p.kv_stride + col);
     }
   };
   auto stage = [&](const int64_t* off, int buf) {
@@ -228,9 +250,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
 #pragma unroll
     for (int t = 0; t < kCopies; ++t) {
       const int i = threadIdx.x + kWarps * 32 * t, j = i >> 3, part16 = i & 7;
-      const int64_t o = off[t] < 0 ? 0 : off[t];
-      cp_async16(ks + j * kPad + part16 * 8, as_nv(p.k_cache) + o, off[t] >= 0);
-      cp_async16(vs + j * kPad + part16 * 8, as_nv(p.v_cache) + o, off[t] >= 0);
+      const bool new_row = off[t] <= -2;
+      const int64_t o = new_row ? -2 - off[t] : off[t] < 0 ? 0 : off[t];
+      cp_async16(ks + j * kPad + part16 * 8, (new_row ? as_nv(p.k_new) : as_nv(p.k_cache)) + o, off[t] != -1);
+      cp_async16(vs + j * kPad + part16 * 8, (new_row ? as_nv(p.v_new) : as_nv(p.v_cache)) + o, off[t] != -1);
     }
     cp_async_commit();
   };
@@ -273,6 +296,16 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
     const nv_bf16* ks = smem + buf * kStageElems;
     const nv_bf16* vs = ks + kChunk * kPad;
     const int j0 = c * kChunk;
+    // The tile's own positions in this chunk (each chunk is staged by one split): their K/V
+    // (this head) from shared memory to the rows' cache slots. Nothing in this launch reads them.
+    for (int i = threadIdx.x + 8 * (max(j0, tile_pos) - j0); i < 8 * (min(j0 + kChunk, tile_pos + tile_rows) - j0);
+         i += kWarps * 32) {
+      const int slot = tile_slots[(i >> 3) + j0 - tile_pos];
+      if (slot < 0) continue;
+      const int64_t dst = static_cast<int64_t>(slot) * width + head * kHd + (i & 7) * 8;
+      *reinterpret_cast<uint4*>(as_nv(p.k_cache) + dst) = *reinterpret_cast<const uint4*>(ks + (i >> 3) * kPad + (i & 7) * 8);
+      *reinterpret_cast<uint4*>(as_nv(p.v_cache) + dst) = *reinterpret_cast<const uint4*>(vs + (i >> 3) * kPad + (i & 7) * 8);
+    }
     if (rows > 0) {
       float s[kNt][4];
 #pragma unroll
@@ -462,31 +495,39 @@ Status launch_mma64(const PagedAttentionParams& p, int splits, cudaStream_t stre
 
 }  // namespace
 
-AttentionTiles plan_attention_tiles(const int32_t* row_seq, const int32_t* visible_len, int64_t num_rows,
-                                    int32_t* tiles) {
+AttentionTiles plan_attention_tiles(const int32_t* row_seq, const int32_t* row_pos, const int32_t* visible_len,
+                                    int64_t num_rows, int32_t* tiles) {
   int64_t longest = 0;  // the most rows of one sequence (a run of equal row_seq)
+  std::set<int32_t> seen;  // sequences of the runs so far: each sequence is one run
   for (int64_t r = 0, run = 0; r < num_rows; ++r) {
-    run = r > 0 && row_seq[r] == row_seq[r - 1] ? run + 1 : 1;
+    const bool same = r > 0 && row_seq[r] == row_seq[r - 1];
+    if (same ? row_pos[r] != row_pos[r - 1] + 1 : !seen.insert(row_seq[r]).second) return {0, 0};
+    run = same ? run + 1 : 1;
     longest = std::max(longest, run);
   }
   const int64_t height = longest <= 32 ? 32 : 64;
   int64_t n = 0;
-  for (int64_t r = 0; r < num_rows;) {
+  for (int64_t r = 0, seq_first = 0; r < num_rows; ++n) {
+    if (r == 0 || row_seq[r] != row_seq[r - 1]) seq_first = r;
     int64_t e = r + 1;
     int32_t max_vis = visible_len[r];
     while (e < num_rows && e - r < height && row_seq[e] == row_seq[r]) max_vis = std::max(max_vis, visible_len[e++]);
-    tiles[4 * n] = static_cast<int32_t>(r);
-    tiles[4 * n + 1] = static_cast<int32_t>(e - r);
-    tiles[4 * n + 2] = row_seq[r];
-    tiles[4 * n + 3] = max_vis;
-    ++n;
+    int32_t* t = tiles + kAttentionTileInts * n;
+    t[0] = static_cast<int32_t>(r);
+    t[1] = static_cast<int32_t>(e - r);
+    t[2] = row_seq[r];
+    t[3] = max_vis;
+    t[4] = row_pos[seq_first];
+    t[5] = static_cast<int32_t>(seq_first);
+    t[6] = t[7] = 0;
     r = e;
   }
   return {n, height};
 }
 
 Status paged_attention(const PagedAttentionParams& p, Stream stream) {
-  if (!p.q || !p.k_cache || !p.v_cache || !p.block_tables || !p.visible_len || !p.tiles || !p.out ||
+  if (!p.q || !p.k_new || !p.v_new || !p.slot_mapping || !p.k_cache || !p.v_cache || !p.block_tables ||
+      !p.visible_len || !p.tiles || !p.out || p.kv_stride < p.num_heads * p.head_dim ||
       p.num_tiles < 0 || (p.tile_rows != 32 && p.tile_rows != 64) || p.num_heads <= 0 || p.head_dim <= 0 ||
       p.block_size <= 0 || p.q_stride < p.num_heads * p.head_dim || p.out_stride < p.num_heads * p.head_dim ||
       !aligned(p.tiles, 16))
@@ -494,7 +535,8 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
   if (p.head_dim > kAttentionMaxHeadDim || p.num_heads > 65535) return Status::kUnsupported;
   if (p.num_tiles == 0) return Status::kOk;
   if (p.head_dim == kHd && p.q_stride % 2 == 0 && p.out_stride % 2 == 0 && aligned(p.q, 4) && aligned(p.out, 4) &&
-      aligned(p.k_cache, 16) && aligned(p.v_cache, 16)) {
+      aligned(p.k_cache, 16) && aligned(p.v_cache, 16) && p.kv_stride % 8 == 0 && aligned(p.k_new, 16) &&
+      aligned(p.v_new, 16)) {
     // Split the slots across the blocks of a cluster when the tiles x heads blocks cannot fill the GPU.
     int64_t splits = 1;
     const int64_t blocks = p.num_tiles * p.num_heads, target = 2 * static_cast<int64_t>(sm_count());

@@ -10,7 +10,6 @@
 #include "lpd/kernels/conv.h"
 #include "lpd/kernels/embedding.h"
 #include "lpd/kernels/gemm.h"
-#include "lpd/kernels/kv_cache.h"
 #include "lpd/kernels/norm.h"
 #include "lpd/kernels/sampling.h"
 
@@ -41,26 +40,24 @@ void bind_cuda(py::module_& parent) {
                       rows, dim, table_rows, pos_rows, ptr<float>(out)};
     return str(kc::embed_rows(p, nullptr));
   });
-  m.def("kv_cache_write", [](uintptr_t k, uintptr_t v, int64_t ld, uintptr_t slots, int64_t rows, int64_t width,
-                             uintptr_t kc_, uintptr_t vc_) {
-    return str(kc::kv_cache_write(ptr<const kc::bf16>(k), ptr<const kc::bf16>(v), ld, ptr<const int32_t>(slots), rows,
-                                  width, ptr<kc::bf16>(kc_), ptr<kc::bf16>(vc_), nullptr));
+  m.def("plan_attention_tiles", [](py::bytes row_seq_bytes, py::bytes row_pos_bytes, py::bytes visible_len_bytes) {
+    const std::string s = row_seq_bytes, pos = row_pos_bytes, v = visible_len_bytes;
+    if (s.size() != v.size() || s.size() != pos.size() || s.size() % 4)
+      throw py::value_error("row_seq, row_pos and visible_len: int32 bytes of equal length");
+    const int64_t rows = static_cast<int64_t>(s.size() / 4), record = 4 * kc::kAttentionTileInts;
+    std::string tiles(static_cast<size_t>(record * rows), '\0');
+    const kc::AttentionTiles t = kc::plan_attention_tiles(
+        reinterpret_cast<const int32_t*>(s.data()), reinterpret_cast<const int32_t*>(pos.data()),
+        reinterpret_cast<const int32_t*>(v.data()), rows, reinterpret_cast<int32_t*>(tiles.data()));
+    return py::make_tuple(py::bytes(tiles.data(), static_cast<size_t>(record * t.count)), t.tile_rows);
   });
-  m.def("plan_attention_tiles", [](py::bytes row_seq_bytes, py::bytes visible_len_bytes) {
-    const std::string s = row_seq_bytes, v = visible_len_bytes;
-    if (s.size() != v.size() || s.size() % 4) throw py::value_error("row_seq and visible_len: int32 bytes of equal length");
-    const int64_t rows = static_cast<int64_t>(s.size() / 4);
-    std::string tiles(static_cast<size_t>(16 * rows), '\0');
-    const kc::AttentionTiles t = kc::plan_attention_tiles(reinterpret_cast<const int32_t*>(s.data()),
-                                                          reinterpret_cast<const int32_t*>(v.data()), rows,
-                                                          reinterpret_cast<int32_t*>(tiles.data()));
-    return py::make_tuple(py::bytes(tiles.data(), static_cast<size_t>(16 * t.count)), t.tile_rows);
-  });
-  m.def("paged_attention", [](uintptr_t q, int64_t q_stride, uintptr_t k, uintptr_t v, uintptr_t tables,
-                              int64_t max_blocks, uintptr_t vis, uintptr_t tiles, int64_t num_tiles, int64_t tile_rows,
-                              int64_t rows, int64_t heads, int64_t head_dim, int64_t block_size, float scale,
-                              uintptr_t out, int64_t out_stride) {
-    kc::PagedAttentionParams p{ptr<const kc::bf16>(q), q_stride, ptr<const kc::bf16>(k), ptr<const kc::bf16>(v),
+  m.def("paged_attention", [](uintptr_t q, int64_t q_stride, uintptr_t k_new, uintptr_t v_new, int64_t kv_stride,
+                              uintptr_t slots, uintptr_t k, uintptr_t v, uintptr_t tables, int64_t max_blocks,
+                              uintptr_t vis, uintptr_t tiles, int64_t num_tiles, int64_t tile_rows, int64_t rows,
+                              int64_t heads, int64_t head_dim, int64_t block_size, float scale, uintptr_t out,
+                              int64_t out_stride) {
+    kc::PagedAttentionParams p{ptr<const kc::bf16>(q), q_stride, ptr<const kc::bf16>(k_new), ptr<const kc::bf16>(v_new),
+                               kv_stride, ptr<const int32_t>(slots), ptr<kc::bf16>(k), ptr<kc::bf16>(v),
                                ptr<const int32_t>(tables), max_blocks, ptr<const int32_t>(vis),
                                ptr<const int32_t>(tiles), num_tiles, tile_rows, rows, heads, head_dim,
                                block_size, scale, ptr<kc::bf16>(out), out_stride};

@@ -1,11 +1,12 @@
 // GPU step decoder (lpd/cuda_decoder.h). Residual stream float32 [rows, dim]; LN outputs,
 // qkv, attention output and the MLP hidden state bf16; logits float32. Per layer:
-//   h = LN1(x) -> qkv = h Wqkv^T + b (bf16, bias in the GEMM epilogue) -> K/V to the paged
-//   cache -> attention -> x += attn Wproj^T + b (float32 C, beta = 1: the residual add is the
-//   GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b) -> x += m Wfc2^T + b.
+//   h = LN1(x) -> qkv = h Wqkv^T + b (bf16, bias in the GEMM epilogue) -> attention (which
+//   also writes the rows' K/V to the paged cache) -> x += attn Wproj^T + b (float32 C,
+//   beta = 1: the residual add is the GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b)
+//   -> x += m Wfc2^T + b.
 // Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
-// block per token. 9 launches per layer plus 5 per step,
-// our own kernels as programmatic dependent launches (csrc/cuda/common.cuh); inside a CUDA graph.
+// block per token. 8 launches per layer plus 5 per step, our own kernels as programmatic
+// dependent launches (csrc/cuda/common.cuh); inside a CUDA graph.
 #include "lpd/cuda_decoder.h"
 
 #include <cuda_runtime.h>
@@ -17,7 +18,6 @@
 #include "lpd/kernels/attention.h"
 #include "lpd/kernels/embedding.h"
 #include "lpd/kernels/gemm.h"
-#include "lpd/kernels/kv_cache.h"
 #include "lpd/kernels/norm.h"
 #include "cuda_util.h"
 
@@ -132,11 +132,9 @@ struct CudaStepDecoder::Impl {
       check(kc::layer_norm(x.ptr, d, nullptr, l.ln1_g, l.ln1_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
       check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, false, false}, stream),
             "gemm qkv");
-      check(kc::kv_cache_write(qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), rows, d, kl, vl, stream),
-            "kv_cache_write");
-      kc::PagedAttentionParams ap{qkv.ptr,      3 * d,           kl,       vl,      i32(o.tables), max_blocks,
-                                  i32(o.vis),   i32(o.tiles),    tiles.count, tiles.tile_rows, rows, c.heads,
-                                  hd,           block_size,      scale,    attn.ptr, d};
+      kc::PagedAttentionParams ap{qkv.ptr, 3 * d, qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), kl, vl,
+                                  i32(o.tables), max_blocks, i32(o.vis), i32(o.tiles), tiles.count,
+                                  tiles.tile_rows, rows, c.heads, hd, block_size, scale, attn.ptr, d};
       check(kc::paged_attention(ap, stream), "paged_attention");
       check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
             "gemm proj");
@@ -233,9 +231,10 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   const int64_t rows = plan.num_rows(), out_rows = static_cast<int64_t>(plan.logit_rows.size());
   if (rows == 0) return;
   m.ensure_rows(rows, out_rows);
-  std::vector<int32_t> tile_records(static_cast<size_t>(4 * rows));
-  const kc::AttentionTiles tiles =
-      kc::plan_attention_tiles(plan.row_seq.data(), plan.visible_len.data(), rows, tile_records.data());
+  std::vector<int32_t> tile_records(static_cast<size_t>(kc::kAttentionTileInts * rows));
+  const kc::AttentionTiles tiles = kc::plan_attention_tiles(plan.row_seq.data(), plan.row_pos.data(),
+                                                            plan.visible_len.data(), rows, tile_records.data());
+  if (tiles.tile_rows == 0) fail(ErrorKind::kInternal, "step plan: a sequence's rows are not consecutive positions");
   const int64_t num_tables = static_cast<int64_t>(plan.block_tables.size()), num_jobs = static_cast<int64_t>(jobs.size());
 
   Impl::Offsets o{};
@@ -251,7 +250,7 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   o.vis = take(rows * 4);
   o.logit_rows = take(out_rows * 4);
   o.tables = take(num_tables * 4);
-  o.tiles = take(tiles.count * 16);
+  o.tiles = take(tiles.count * kc::kAttentionTileInts * 4);
   o.jobs = take(num_jobs * sizeof(kc::SampleJob));
   o.total = at;
 
@@ -284,7 +283,7 @@ void CudaStepDecoder::run(const StepPlan& plan, const std::vector<kc::SampleJob>
   std::memcpy(s + o.vis, plan.visible_len.data(), rows * 4);
   put64(o.logit_rows, plan.logit_rows);
   std::memcpy(s + o.tables, plan.block_tables.data(), num_tables * 4);
-  std::memcpy(s + o.tiles, tile_records.data(), tiles.count * 16);
+  std::memcpy(s + o.tiles, tile_records.data(), tiles.count * kc::kAttentionTileInts * 4);
   if (num_jobs) std::memcpy(s + o.jobs, jobs.data(), num_jobs * sizeof(kc::SampleJob));
   cuda_check(cudaMemcpyAsync(m.plan_dev.ptr, s, o.total, cudaMemcpyHostToDevice, m.stream), "plan upload");
   cuda_check(cudaEventRecord(m.staging_done[buf], m.stream), "event record");

@@ -218,6 +218,7 @@ void Engine::plan_step() {
         plan_.pos_ids.push_back(slot == 0 ? 0 : 1 + r.order(b, slot - 1, n));
         plan_.slot_mapping.push_back(static_cast<int64_t>(table[static_cast<size_t>(slot / bs)]) * bs + slot % bs);
         plan_.row_seq.push_back(static_cast<int32_t>(seq_index));
+        plan_.row_pos.push_back(static_cast<int32_t>(slot));
         plan_.visible_len.push_back(static_cast<int32_t>(context ? c1 : c2));
       }
     }

@@ -77,6 +77,7 @@ void StepPlan::clear() {
   pos_ids.clear();
   slot_mapping.clear();
   row_seq.clear();
+  row_pos.clear();
   visible_len.clear();
   block_tables.clear();
   logit_rows.clear();

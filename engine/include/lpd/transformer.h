@@ -49,6 +49,8 @@ struct StepPlan {
   // One entry per row: [num_rows]
   std::vector<int64_t> embed_ids, pos_ids, slot_mapping;
   std::vector<int32_t> row_seq, visible_len;
+  std::vector<int32_t> row_pos;  // each row's position in its sequence (the GPU attention reads
+                                 // this step's positions from the qkv rows, not the cache)
   // [num_seqs, max_blocks] block ids
   std::vector<int32_t> block_tables;
   int64_t max_blocks = 0;

@@ -37,15 +37,26 @@ namespace cuda {
 // that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the
 // GPU, the slots are split across the blocks of a thread-block cluster (up to 16), which merge
 // their partials through distributed shared memory: one kernel, no workspace.
+//
+// The step's own K/V go into the cache here too (no separate write kernel): the rows of a
+// sequence hold consecutive positions starting at the tile record's `cached` (positions below
+// it are already in the cache), so positions at or above it are read from k_new / v_new (the
+// qkv GEMM's output) and each row's K/V is written to its slot for the steps that follow.
+// Nothing in the launch reads a slot it writes.
 struct PagedAttentionParams {
   const bf16* q;  // [num_rows, num_heads * head_dim], row stride q_stride
   int64_t q_stride;
-  const bf16* k_cache;  // [num_blocks, block_size, num_heads, head_dim]
-  const bf16* v_cache;
+  const bf16* k_new;  // [num_rows, num_heads * head_dim]: this step's rows' K and V, row stride kv_stride
+  const bf16* v_new;
+  int64_t kv_stride;
+  const int32_t* slot_mapping;  // [num_rows] cache slot of each row's K/V (< 0: not kept)
+  bf16* k_cache;  // [num_blocks, block_size, num_heads, head_dim]
+  bf16* v_cache;
   const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
   int64_t max_blocks_per_seq;
-  const int32_t* visible_len;  // [num_rows]
-  const int32_t* tiles;        // [num_tiles, 4] from plan_attention_tiles
+  const int32_t* visible_len;  // [num_rows] <= max_blocks_per_seq * block_size; a row sees its own
+                               // position and none past its sequence's last one in the step
+  const int32_t* tiles;        // [num_tiles, 8] from plan_attention_tiles
   int64_t num_tiles, tile_rows;  // tile_rows: the height plan_attention_tiles chose
   int64_t num_rows, num_heads, head_dim, block_size;
   float scale;
@@ -53,18 +64,22 @@ struct PagedAttentionParams {
   int64_t out_stride;
 };
 constexpr int64_t kAttentionMaxHeadDim = 256;
+constexpr int kAttentionTileInts = 8;
 
 struct AttentionTiles {
   int64_t count;      // tiles written
-  int64_t tile_rows;  // their height: 32 or 64
+  int64_t tile_rows;  // their height: 32 or 64; 0 when the rows break the layout below
 };
-// Host helper: splits runs of equal row_seq into tiles of at most tile_rows rows. A tile is 4
-// ints: first row, row count, sequence, and the largest visible_len of its rows. The height is
+// Host helper: splits runs of equal row_seq into tiles of at most tile_rows rows. A tile is
+// kAttentionTileInts ints: first row, row count, sequence, the largest visible_len of its
+// rows, the sequence's first position in this step (`cached`), the row that holds it, 0, 0.
+// row_pos[r] is row r's position in its sequence; a sequence's rows must hold consecutive
+// positions in order (else tile_rows is 0, which paged_attention rejects). The height is
 // 32 when no sequence has more than 32 rows (2-warp blocks, six resident per SM: a step has ~25
 // rows per sequence), else 64 (4-warp blocks, so a 33-64-row sequence reads its K/V once).
-// tiles needs room for 4 * num_rows ints.
-AttentionTiles plan_attention_tiles(const int32_t* row_seq, const int32_t* visible_len, int64_t num_rows,
-                                    int32_t* tiles);
+// tiles needs room for kAttentionTileInts * num_rows ints.
+AttentionTiles plan_attention_tiles(const int32_t* row_seq, const int32_t* row_pos, const int32_t* visible_len,
+                                    int64_t num_rows, int32_t* tiles);
 Status paged_attention(const PagedAttentionParams& p, Stream stream);
 }  // namespace cuda
 

@@ -16,11 +16,4 @@ namespace lpd::kernels {
 Status kv_cache_write(const float* k, const float* v, int64_t ld, const int64_t* slot_mapping, int64_t num_rows,
                       int64_t width, float* k_cache, float* v_cache);
 
-namespace cuda {
-// bf16 twin of kv_cache_write on the device. slot_mapping int32; rows with a negative slot are
-// skipped. Caches: [num_blocks * block_size, width] bf16.
-Status kv_cache_write(const bf16* k, const bf16* v, int64_t ld, const int32_t* slot_mapping, int64_t num_rows,
-                      int64_t width, bf16* k_cache, bf16* v_cache, Stream stream);
-}  // namespace cuda
-
 }  // namespace lpd::kernels
