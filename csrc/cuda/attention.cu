@@ -4,10 +4,13 @@
 // warp per 16 rows of the tile height (2 warps for 32-row tiles, 4 for 64; plan_attention_tiles
 // picks the height); warp w owns rows 16w .. 16w + 15, exactly the M = 16 of an
 // mma.sync.m16n8k16 (bf16 in, float32 accumulation). The block walks
-// 64-slot chunks of the tile's visible slots (chunk c goes to split c % splits): all threads
-// stage a chunk's K and V in shared memory with cp.async through the block table (zeros past
-// the tile's longest visible length), double-buffered so the next chunk loads while this one is
-// used, so each K/V byte is read once per (tile, head). Each warp computes S = Q K^T with
+// 64-position chunks of the tile's visible positions (chunk c goes to split c % splits): all
+// threads stage a chunk's K and V in shared memory with cp.async, from the cache through the
+// block table below the step's first position and from the qkv rows above it (zeros past the
+// tile's longest visible length), double-buffered so the next chunk loads while this one is
+// used, so each K/V byte is read once per (tile, head). The block that stages the tile's own
+// positions copies them from shared memory to the rows' cache slots (the KV write, for the
+// steps that follow). Each warp computes S = Q K^T with
 // ldmatrix + mma, masks each row at its own visible length, runs the online softmax in float32
 // (exp2 with the scale folded in), multiplies P V as two bf16 mma (P split into a bf16 high
 // part and the bf16 rounding of the rest, so P keeps ~16 bits, not the 8 of a plain bf16 P) and
@@ -18,7 +21,7 @@
 // memory, so the visible slots are spread over the whole GPU (flash-decoding) in one kernel.
 // It is a programmatic dependent launch (common.cuh).
 // Other head dims: the CUDA-core kernel below (16-row sub-tiles, chunks staged as float32, tile
-// scores, online softmax).
+// scores, online softmax; each block writes its rows' K/V to the cache first).
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -68,8 +71,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   __shared__ int max_vis;
 
   const int tid = threadIdx.x, head = blockIdx.y;
-  const int4 tile = reinterpret_cast<const int4*>(p.tiles)[2 * blockIdx.x];      // first row, rows, sequence, max visible
-  const int4 fresh = reinterpret_cast<const int4*>(p.tiles)[2 * blockIdx.x + 1];  // cached, row of position `cached`
+  const int4* record = reinterpret_cast<const int4*>(p.tiles) + 2 * blockIdx.x;
+  const int4 tile = record[0];   // first row, rows, sequence, max visible
+  const int4 fresh = record[1];  // cached, row of position `cached`
   const int first = tile.x + kRows * blockIdx.z;
   const int rows = min(kRows, tile.y - kRows * static_cast<int>(blockIdx.z));
   if (rows <= 0) return;
@@ -208,12 +212,12 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
   constexpr int kCopies = kChunk * 8 / (kWarps * 32);  // 16-byte K (and V) copies per thread per chunk
   __shared__ __align__(16) nv_bf16 smem[2 * kStageElems];  // two stages of K and V
 
-  // The plan (tile records, block tables, visible lengths) was uploaded before the step's first
-  // kernel and no kernel writes it, so it is read before the programmatic-launch wait, while
-  // the kernel before still runs; q and the K/V cache are read after the wait.
+  // The plan (tile records, slot mapping, block tables, visible lengths) was uploaded before the
+  // step's first kernel and no kernel writes it, so it is read before the programmatic-launch
+  // wait, while the kernel before still runs; q, the qkv rows and the K/V cache after it.
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int tile = blockIdx.x, head = blockIdx.y, split = blockIdx.z;
-  const int4 rec = reinterpret_cast<const int4*>(p.tiles)[2 * tile];  // first row, rows, sequence, max visible
+  const int4 rec = reinterpret_cast<const int4*>(p.tiles)[2 * tile];        // first row, rows, sequence, max visible
   const int4 fresh = reinterpret_cast<const int4*>(p.tiles)[2 * tile + 1];  // cached, row of position `cached`
   const int first = rec.x, tile_rows = rec.y, max_vis = rec.w, cached = fresh.x, fresh_row = fresh.y;
   const int tile_pos = cached + first - fresh_row;  // the position of the tile's first row
@@ -303,8 +307,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma64_kernel(PagedAtten
       const int slot = tile_slots[(i >> 3) + j0 - tile_pos];
       if (slot < 0) continue;
       const int64_t dst = static_cast<int64_t>(slot) * width + head * kHd + (i & 7) * 8;
-      *reinterpret_cast<uint4*>(as_nv(p.k_cache) + dst) = *reinterpret_cast<const uint4*>(ks + (i >> 3) * kPad + (i & 7) * 8);
-      *reinterpret_cast<uint4*>(as_nv(p.v_cache) + dst) = *reinterpret_cast<const uint4*>(vs + (i >> 3) * kPad + (i & 7) * 8);
+      const int at = (i >> 3) * kPad + (i & 7) * 8;
+      *reinterpret_cast<uint4*>(as_nv(p.k_cache) + dst) = *reinterpret_cast<const uint4*>(ks + at);
+      *reinterpret_cast<uint4*>(as_nv(p.v_cache) + dst) = *reinterpret_cast<const uint4*>(vs + at);
     }
     if (rows > 0) {
       float s[kNt][4];
