@@ -481,21 +481,9 @@ Status launch_mma64(const PagedAttentionParams& p, int splits, cudaStream_t stre
       cudaFuncSetAttribute(attention_mma64_kernel<kWarps>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
       cudaSuccess;
   if (!allowed) return Status::kDeviceError;
-  cudaLaunchAttribute attrs[2]{};
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = 1;
-  attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = 1;
-  attrs[1].val.clusterDim.y = 1;
-  attrs[1].val.clusterDim.z = static_cast<unsigned>(splits);
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(splits));
-  config.blockDim = kWarps * 32;
-  config.stream = stream;
-  config.attrs = stream ? attrs : attrs + 1;  // the legacy default stream (the tests' launches) keeps plain order
-  config.numAttrs = stream ? 2 : 1;
-  return cudaLaunchKernelEx(&config, attention_mma64_kernel<kWarps>, p, splits) == cudaSuccess ? Status::kOk
-                                                                                              : Status::kDeviceError;
+  const dim3 grid(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(splits));
+  return launch_dependent_clustered(attention_mma64_kernel<kWarps>, grid, kWarps * 32, 0,
+                                    static_cast<unsigned>(splits), stream, p, splits);
 }
 
 }  // namespace

@@ -40,21 +40,36 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
+// launch_dependent with the blocks of equal (x, y) and consecutive z grouped into thread-block
+// clusters of cluster_z (1: no clusters).
 template <typename... Params, typename... Args>
-Status launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                        Args&&... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+Status launch_dependent_clustered(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, unsigned cluster_z,
+                                  cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attrs[2]{};
+  unsigned n = 0;
+  if (stream) {  // the legacy default stream (the tests' launches) keeps plain order
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_z > 1) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n++].val.clusterDim = {1, 1, cluster_z};
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  config.attrs = &attr;
-  config.numAttrs = stream ? 1 : 0;  // the legacy default stream (the tests' launches) keeps plain order
+  config.attrs = attrs;
+  config.numAttrs = n;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...) == cudaSuccess ? Status::kOk
                                                                                         : Status::kDeviceError;
+}
+
+template <typename... Params, typename... Args>
+Status launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                        Args&&... args) {
+  return launch_dependent_clustered(kernel, grid, block, smem, 1, stream, std::forward<Args>(args)...);
 }
 
 // Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.

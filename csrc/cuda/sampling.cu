@@ -79,6 +79,14 @@ __device__ void block_argmax(T& best, int& idx, T* sv, int* si) {
   }
 }
 
+// The four uniform words of vocabulary entries 4g .. 4g + 3 (docs/rng.md).
+__device__ inline uint4 uniform_words(const SampleJob& job, int64_t g) {
+  return philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
+                    static_cast<uint32_t>(job.image), 0u);
+}
+
+__device__ inline uint32_t word(const uint4& w, int q) { return q == 0 ? w.x : q == 1 ? w.y : q == 2 ? w.z : w.w; }
+
 // float64 Gumbel-max score of scaled value s with uniform word x (docs/rng.md): the CPU's value.
 __device__ inline double exact_score(float s, uint32_t x) {
   return static_cast<double>(s) - log(-log(to_uniform(x)));
@@ -149,6 +157,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   const float* c = logits + static_cast<int64_t>(job.cond_row) * vocab;
   const float* u = job.uncond_row >= 0 ? logits + static_cast<int64_t>(job.uncond_row) * vocab : nullptr;
   const int tid = threadIdx.x;
+  // entry i's guided logit over the temperature, the CPU's float32 operations
+  auto scaled = [&](int64_t i) { return __fdiv_rn(guided(c, u, job.weight, i), job.divisor); };
 
   if (job.greedy) {
     float best = -INFINITY;
@@ -183,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
         const int64_t i = first + tid;
         int bin = -1;
         if (i < vocab) {
-          const uint32_t key = order_key(__fdiv_rn(guided(c, u, job.weight, i), job.divisor));
+          const uint32_t key = order_key(scaled(i));
           if ((key & mask) == prefix) bin = static_cast<int>((key >> shift) & 0xFFu);
         }
         const unsigned peers = __match_any_sync(0xffffffffu, bin);
@@ -205,16 +215,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   float best1 = -INFINITY, best2 = -INFINITY, max_abs = 0.0f;
   int idx1 = -1;
   for (int64_t g = tid; g < groups; g += kThreads) {
-    const uint4 w = philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
-                               static_cast<uint32_t>(job.image), 0u);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    const uint4 w = uniform_words(job, g);
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int64_t i = 4 * g + q;
       if (i >= vocab) break;
-      const float s = __fdiv_rn(guided(c, u, job.weight, i), job.divisor);
+      const float s = scaled(i);
       if (filter && !(s >= kth)) continue;
-      const float score = s - gumbel_log_term(words[q]);
+      const float score = s - gumbel_log_term(word(w, q));
       max_abs = fmaxf(max_abs, fabsf(s));
       if (idx1 < 0 || score > best1) {
         best2 = best1;
@@ -239,16 +247,15 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   int idx = -1;
   if (idx1 >= 0 && best2 + bound >= lower) {
     for (int64_t g = tid; g < groups; g += kThreads) {
-      const uint4 w = philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
-                                 static_cast<uint32_t>(job.image), 0u);
-      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+      const uint4 w = uniform_words(job, g);
+#pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int64_t i = 4 * g + q;
         if (i >= vocab) break;
-        const float s = __fdiv_rn(guided(c, u, job.weight, i), job.divisor);
+        const float s = scaled(i);
         if (filter && !(s >= kth)) continue;
-        if (s - gumbel_log_term(words[q]) + bound < lower) continue;
-        const double score = exact_score(s, words[q]);
+        if (s - gumbel_log_term(word(w, q)) + bound < lower) continue;
+        const double score = exact_score(s, word(w, q));
         if (idx < 0 || score > best) {
           best = score;
           idx = static_cast<int>(i);
@@ -256,11 +263,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       }
     }
   } else if (idx1 >= 0 && best1 + bound >= lower) {
-    const int64_t g = idx1 / 4;
-    const uint4 w = philox4x32(job.seed, static_cast<uint32_t>(g), static_cast<uint32_t>(job.gen_index),
-                               static_cast<uint32_t>(job.image), 0u);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-    best = exact_score(__fdiv_rn(guided(c, u, job.weight, idx1), job.divisor), words[idx1 % 4]);
+    best = exact_score(scaled(idx1), word(uniform_words(job, idx1 / 4), idx1 % 4));
     idx = idx1;
   }
   block_argmax(best, idx, sv, si);
