@@ -1,7 +1,9 @@
 """The CUDA path on the GPU: every kernel against a float64 reference on fresh random inputs
-with odd sizes and NaN-poisoned outputs, then the GPU step decoder end to end (logits against
-the bf16 torch reference, greedy tokens against the CPU path) and the GPU VQ decoder (pixels
-against the float64 reference and the CPU decoder). Skips, saying why, where torch
+with odd sizes and NaN-poisoned outputs, in bf16 and (where the launcher takes a dtype) in
+float32, each within GPU_ERROR_RATIO times the error of the same-precision torch computation;
+then the GPU step decoder end to end (bf16: logits against the bf16 torch reference, per-step
+greedy tokens against the CPU path; float32: greedy tokens against the CPU path) and the GPU VQ
+decoder (pixels against the float64 reference and the CPU decoder). Skips, saying why, where torch
 has no GPU or lpd_engine._C was built without the CUDA path."""
 
 import numpy as np
@@ -39,36 +41,47 @@ def ok(status):
     torch.cuda.synchronize()
 
 
+DTYPES = [torch.bfloat16, torch.float32]
+
+
+def bits(t):
+    """The raw bits of a tensor, so that NaN poison compares equal to itself."""
+    return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows,dim", [(7, 1037), (33, 64), (1, 1280), (300, 1024)])  # block / warp paths
-def test_layer_norm(rows, dim):
+def test_layer_norm(rows, dim, dtype):
     g = torch.Generator(device=DEV).manual_seed(rows * dim)
     x = torch.randn(rows + 3, dim, device=DEV, generator=g) * 3 + 1
     gamma, beta = torch.randn(dim, device=DEV, generator=g), torch.randn(dim, device=DEV, generator=g)
     idx = torch.randperm(rows + 3, device=DEV, generator=g)[:rows].to(torch.int32)
-    out = poisoned(rows, dim, dtype=torch.bfloat16)
+    out = poisoned(rows, dim, dtype=dtype)
     ok(K.layer_norm(x.data_ptr(), dim, idx.data_ptr(), gamma.data_ptr(), beta.data_ptr(), 1e-6, out.data_ptr(), dim,
-                    rows, dim))
+                    rows, dim, f32=dtype == torch.float32))
     ref = torch.nn.functional.layer_norm(x[idx.long()].double(), (dim,), gamma.double(), beta.double(), 1e-6)
-    same = torch.nn.functional.layer_norm(x[idx.long()], (dim,), gamma, beta, 1e-6).bfloat16()
+    same = torch.nn.functional.layer_norm(x[idx.long()], (dim,), gamma, beta, 1e-6).to(dtype)
     assert not out.isnan().any()
     assert rel(out, ref) <= GPU_ERROR_RATIO * rel(same, ref) + 1e-6
 
 
-@pytest.mark.parametrize("n", [100_003, 8 * 12_345])  # scalar / 16-byte paths
-def test_gelu(n):
-    x = (torch.randn(n, device=DEV) * 4).bfloat16()
+@pytest.mark.parametrize("n,dtype", [(100_003, torch.bfloat16), (8 * 12_345, torch.bfloat16),  # scalar / 16-byte
+                                     (100_003, torch.float32)])
+def test_gelu(n, dtype):
+    x = (torch.randn(n, device=DEV) * 4).to(dtype)
     y = x.clone()
-    ok(K.gelu_erf(y.data_ptr(), y.numel()))
+    ok(K.gelu_erf(y.data_ptr(), y.numel(), f32=dtype == torch.float32))
     ref = torch.nn.functional.gelu(x.double())
-    same = torch.nn.functional.gelu(x.float()).bfloat16()
+    same = torch.nn.functional.gelu(x.float()).to(dtype)
     assert rel(y, ref) <= GPU_ERROR_RATIO * rel(same, ref) + 1e-6
 
 
-def test_embed_rows_with_device_tokens():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embed_rows_with_device_tokens(dtype):
     rows, dim, table_rows, pos_rows = 19, 200, 50, 17
     g = torch.Generator(device=DEV).manual_seed(1)
-    table = torch.randn(table_rows, dim, device=DEV, generator=g).bfloat16()
-    pos = torch.randn(pos_rows, dim, device=DEV, generator=g).bfloat16()
+    table = torch.randn(table_rows, dim, device=DEV, generator=g).to(dtype)
+    pos = torch.randn(pos_rows, dim, device=DEV, generator=g).to(dtype)
     gamma, beta = torch.randn(dim, device=DEV, generator=g), torch.randn(dim, device=DEV, generator=g)
     tokens = torch.randint(0, table_rows, (11,), device=DEV, generator=g, dtype=torch.int32)
     ids = torch.randint(0, table_rows, (rows,), device=DEV, generator=g, dtype=torch.int32)
@@ -76,14 +89,15 @@ def test_embed_rows_with_device_tokens():
     pos_ids = torch.randint(0, pos_rows, (rows,), device=DEV, generator=g, dtype=torch.int32)
     out = poisoned(rows, dim, dtype=torch.float32)
     ok(K.embed_rows(table.data_ptr(), pos.data_ptr(), gamma.data_ptr(), beta.data_ptr(), 1e-6, ids.data_ptr(),
-                    pos_ids.data_ptr(), tokens.data_ptr(), rows, dim, table_rows, pos_rows, out.data_ptr()))
+                    pos_ids.data_ptr(), tokens.data_ptr(), rows, dim, table_rows, pos_rows, out.data_ptr(),
+                    f32=dtype == torch.float32))
     resolved = torch.where(ids < 0, tokens[(-ids - 1).clamp(min=0).long()], ids).long()
     ref = torch.nn.functional.layer_norm(table[resolved].double() + pos[pos_ids.long()].double(), (dim,),
                                          gamma.double(), beta.double(), 1e-6)
     assert rel(out, ref) < 1e-5
 
 
-def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
+def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70, dtype=torch.bfloat16):
     """A random paged cache and one step's rows: sequence s's rows hold the consecutive
     positions cached_s .. cached_s + n_s - 1 (the cache holds the positions below), their K/V
     are in the qkv rows, and each row sees positions [0, vis), itself included:
@@ -94,10 +108,10 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
     num_seqs = len(seq_rows)
     max_blocks = (max_len + block_size - 1) // block_size
     num_blocks = num_seqs * max_blocks + 3
-    k = torch.randn(num_blocks * block_size, width, device=DEV, generator=g).bfloat16()
-    v = torch.randn(num_blocks * block_size, width, device=DEV, generator=g).bfloat16()
+    k = torch.randn(num_blocks * block_size, width, device=DEV, generator=g).to(dtype)
+    v = torch.randn(num_blocks * block_size, width, device=DEV, generator=g).to(dtype)
     tables = torch.randperm(num_blocks, device=DEV, generator=g)[: num_seqs * max_blocks].view(num_seqs, max_blocks)
-    qkv = torch.randn(sum(seq_rows), 3 * width, device=DEV, generator=g).bfloat16()  # q | k_new | v_new
+    qkv = torch.randn(sum(seq_rows), 3 * width, device=DEV, generator=g).to(dtype)  # q | k_new | v_new
     cached = [int(torch.randint(0, max_len - n + 1, (1,), device=DEV, generator=g)) for n in seq_rows]
     row_seq, row_pos, vis, slots, firsts = [], [], [], [], []
     for s, (n, c) in enumerate(zip(seq_rows, cached)):
@@ -111,7 +125,7 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
     slots[rows // 2] = -1  # a row whose K/V is not kept (still seen by its sequence this step)
     scale = head_dim ** -0.5
     ref = torch.empty(rows, width, dtype=torch.float64, device=DEV)
-    same = torch.empty(rows, width, dtype=torch.bfloat16, device=DEV)
+    same = torch.empty(rows, width, dtype=dtype, device=DEV)
     for r in range(rows):
         s, n = row_seq[r], vis[r]
         phys = (tables[s].repeat_interleave(block_size) * block_size +
@@ -123,7 +137,7 @@ def _attention_case(heads, head_dim, block_size, seq_rows, seed, max_len=70):
         kr, vr = kr.view(n, heads, head_dim).transpose(0, 1), vr.view(n, heads, head_dim).transpose(0, 1)
         p = torch.softmax(qr.double() @ kr.double().transpose(1, 2) * scale, dim=-1)
         ref[r] = (p @ vr.double()).reshape(width)
-        ps = torch.softmax((qr @ kr.transpose(1, 2)).float() * scale, dim=-1).bfloat16()
+        ps = torch.softmax((qr @ kr.transpose(1, 2)).float() * scale, dim=-1).to(dtype)
         same[r] = (ps @ vr).reshape(width)
     # the step's own positions are poisoned in the cache: they must come from the qkv rows
     step_slots = torch.tensor([int(tables[s, p // block_size]) * block_size + p % block_size
@@ -144,7 +158,8 @@ def _plan_tiles(case):
 # 16-row mma tile per warp); with few tiles x heads the slots are split across the blocks of a
 # cluster (merged through its shared memory); 40 and 96 take the CUDA-core path. Every case also
 # checks the step's K/V written to the cache, and that the kernel read them from the qkv rows.
-@pytest.mark.parametrize("heads,head_dim,block_size,seq_rows,max_len", [
+# float32 (the engine's float32 mode) always takes the CUDA-core path.
+@pytest.mark.parametrize("heads,head_dim,block_size,seq_rows,max_len,dtype", [(*c, torch.bfloat16) for c in [
     (3, 64, 16, [1, 19, 7], 70),
     (2, 40, 5, [17, 2], 70),
     (1, 96, 16, [5], 70),
@@ -156,10 +171,11 @@ def _plan_tiles(case):
     (2, 64, 16, [64, 65, 130], 300),  # full 64-row tiles, a 1-row tile, warps without rows
     (1, 64, 16, [100], 1100),         # 64-row tiles split over the slots
     (2, 40, 16, [70, 9], 100),        # CUDA-core path over the 16-row sub-tiles of 64-row tiles
-])
-def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len):
+]] + [(3, 64, 16, [1, 19, 7], 70, torch.float32), (2, 64, 16, [64, 65, 130], 300, torch.float32),
+      (2, 40, 5, [17, 2], 70, torch.float32)])
+def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len, dtype):
     case, ref, same = _attention_case(heads, head_dim, block_size, seq_rows, seed=heads * 100 + head_dim + max_len,
-                                      max_len=max_len)
+                                      max_len=max_len, dtype=dtype)
     width = heads * head_dim
     tile_bytes, tile_rows = _plan_tiles(case)
     assert tile_rows == (32 if max(seq_rows) <= 32 else 64)
@@ -174,13 +190,13 @@ def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len):
     k0, v0 = case["k"].clone(), case["v"].clone()
 
     def attend():
-        out = poisoned(case["rows"], width, dtype=torch.bfloat16)
+        out = poisoned(case["rows"], width, dtype=dtype)
         qkv = case["qkv"]
         ok(K.paged_attention(qkv.data_ptr(), 3 * width, qkv[:, width:].data_ptr(), qkv[:, 2 * width:].data_ptr(),
                              3 * width, case["slots"].data_ptr(), case["k"].data_ptr(), case["v"].data_ptr(),
                              case["tables"].data_ptr(), case["max_blocks"], case["vis"].data_ptr(), tiles.data_ptr(),
                              tiles.numel() // 8, tile_rows, case["rows"], heads, head_dim, block_size, case["scale"],
-                             out.data_ptr(), width))
+                             out.data_ptr(), width, f32=dtype == torch.float32))
         return out
 
     out = attend()
@@ -192,13 +208,13 @@ def test_paged_attention(heads, head_dim, block_size, seq_rows, max_len):
     assert torch.equal(case["v"][slots[kept]], case["qkv"][kept, 2 * width:])
     untouched = torch.ones(len(k0), dtype=torch.bool, device=DEV)
     untouched[slots[kept]] = False
-    assert torch.equal(case["k"][untouched].view(torch.int16), k0[untouched].view(torch.int16))  # NaN poison too
-    assert torch.equal(case["v"][untouched].view(torch.int16), v0[untouched].view(torch.int16))
+    assert torch.equal(bits(case["k"][untouched]), bits(k0[untouched]))  # NaN poison too
+    assert torch.equal(bits(case["v"][untouched]), bits(v0[untouched]))
     # again: the same bits (no order-dependent sums, nothing left over from the first launch)
     assert torch.equal(attend(), out)
     err, base = rel(out, ref), rel(same, ref)
-    print(f"attention heads {heads} head_dim {head_dim} rows {case['rows']} max_len {max_len}: "
-          f"rel err {err:.2e} (bf16 torch {base:.2e})")
+    print(f"attention {dtype} heads {heads} head_dim {head_dim} rows {case['rows']} max_len {max_len}: "
+          f"rel err {err:.2e} (same-precision torch {base:.2e})")
     assert err <= GPU_ERROR_RATIO * base, (err, base)
 
 
@@ -216,22 +232,24 @@ def test_attention_plan_rejects_broken_rows():
     assert K.paged_attention(p, 64, p, p, 64, p, p, p, p, 1, p, p, 1, 0, 4, 1, 64, 16, 0.125, p, 64) == "invalid argument"
 
 
-@pytest.mark.parametrize("m,n,k,out_fp32,accumulate,bias", [
-    (37, 136, 72, False, False, True),
-    (1, 1024, 1024, True, True, True),
-    (129, 64, 264, True, False, False),
+@pytest.mark.parametrize("m,n,k,out_fp32,accumulate,bias,f32", [
+    (37, 136, 72, False, False, True, False),
+    (1, 1024, 1024, True, True, True, False),
+    (129, 64, 264, True, False, False, False),
+    (37, 136, 72, True, False, True, True),  # float32 operands: a plain float32 GEMM
+    (3, 1024, 1000, True, True, True, True),
 ])
-def test_gemm(m, n, k, out_fp32, accumulate, bias):
+def test_gemm(m, n, k, out_fp32, accumulate, bias, f32):
     g = torch.Generator(device=DEV).manual_seed(m + n + k)
-    a = torch.randn(m, k, device=DEV, generator=g).bfloat16()
-    w = torch.randn(n, k, device=DEV, generator=g).bfloat16()
+    a = torch.randn(m, k, device=DEV, generator=g).to(torch.float32 if f32 else torch.bfloat16)
+    w = torch.randn(n, k, device=DEV, generator=g).to(a.dtype)
     dtype = torch.float32 if out_fp32 else torch.bfloat16
     b = torch.randn(n, device=DEV, generator=g).to(dtype) if bias else None
     c0 = torch.randn(m, n, device=DEV, generator=g).to(dtype) if accumulate else poisoned(m, n, dtype=dtype)
     c, again = c0.clone(), c0.clone()
     for out in (c, again):
         ok(K.gemm(a.data_ptr(), k, w.data_ptr(), k, b.data_ptr() if bias else 0, out.data_ptr(), n, m, n, k, out_fp32,
-                  accumulate))
+                  accumulate, f32=f32))
     assert torch.equal(c, again)  # the same bits on a repeated call
     ref = a.double() @ w.double().T + (b.double() if bias else 0) + (c0.double() if accumulate else 0)
     same = (a @ w.T).float() + (b.float() if bias else 0) + (c0.float() if accumulate else 0)
@@ -413,19 +431,19 @@ def _run(engine, labels, group_sizes, orders, cfg, temperature=0.0, top_k=0, top
     return engine.take(rid)[0], steps
 
 
-@pytest.mark.xfail(strict=False, reason="issue 6, open: free-running bf16 greedy tokens agree 86-96% "
-                   "with the CPU (runs 3b-7), a cascade after ~1% near-tie flips; per token, fed the CPU's "
-                   "context, they agree 98.9-99.3% (test_demo_greedy_disagreement_teacher_forced)")
 @pytest.mark.parametrize("cfg", [1.0, 4.8])
-def test_demo_greedy_tokens_match_cpu(cfg):
-    bundle, config, labels, gs, orders = _demo_request(batch=4)
-    cpu = _C.Engine(str(bundle), kv_pool_blocks=256, num_threads=4)
-    gpu = _C.Engine(str(bundle), kv_pool_blocks=256, device="cuda")
+def test_demo_float32_greedy_tokens_match_cpu(cfg):
+    """The float32 mode computes the CPU path's model at float32 rounding, so free-running greedy
+    generation stays on the CPU's tokens (bf16 cannot: see the per-step test below)."""
+    bundle, config, labels, gs, orders = _demo_request(batch=16)
+    cpu = _C.Engine(str(bundle), kv_pool_blocks=1024, num_threads=4)
+    gpu = _C.Engine(str(bundle), kv_pool_blocks=1024, device="cuda", precision="fp32")
+    assert (cpu.precision, gpu.precision) == ("fp32", "fp32")
     want, _ = _run(cpu, labels, gs, orders, cfg)
     got, _ = _run(gpu, labels, gs, orders, cfg)
     got2, _ = _run(gpu, labels, gs, orders, cfg)  # second run replays the CUDA graphs
     agree = float((got == want).mean())
-    print(f"greedy token agreement GPU vs CPU, cfg {cfg}: {agree:.4f}")
+    print(f"float32 GPU greedy token agreement with the CPU, cfg {cfg}: {agree:.4f} of {want.size}")
     assert agree >= GPU_TOKEN_AGREEMENT
     assert np.array_equal(got, got2)
 
@@ -482,22 +500,27 @@ def _teacher_forced_guided(config, tokens, labels, orders, gs, cfg, dtype, dev):
 
 
 @pytest.mark.parametrize("cfg", [1.0, 4.8])
-def test_demo_greedy_disagreement_teacher_forced(cfg):
-    """Diagnosis of the greedy-token gap: per-step argmax agreement with the CPU path when the
-    context is the CPU's own tokens (no cascade), against the free-running agreement.
+def test_demo_bf16_greedy_tokens_per_step(cfg):
+    """bf16 greedy tokens against the CPU path's, per step. Free-running, one near-tie flip
+    changes every later step's context, so the images part (86-96% of tokens agree on this
+    demo model, whose top-2 logits are often within 0.05); any one bf16 rounding point of the
+    network alone does that (NOTES run 43). So the bf16 path is held to the per-token standard
+    of its precision class: in the steps before its first flip per image (each saw exactly the
+    CPU's context) it must agree with the CPU at least as often as the bf16 torch reference does
+    when fed the CPU's tokens at every step.
 
     - cascade-free GPU agreement: the GPU engine's tokens in every step up to and including
-      the first step where it differs from the CPU, per image; those steps saw exactly the
-      CPU's context, so each is a teacher-forced per-token comparison;
-    - teacher-forced bf16 torch: the reference model in bf16 (the GPU path's precision class),
-      every step fed the CPU's greedy tokens; float64 the same (a sanity check of the reference);
-    - the float64 top-1 / top-2 logit gap at the GPU's cascade-free flips against all positions.
-    Prints the figures; asserts only the float64 sanity check."""
+      the first step where it differs from the CPU, per image;
+    - teacher-forced bf16 torch: the reference model in bf16, every step fed the CPU's greedy
+      tokens; float64 the same (a check of the reference itself);
+    - the float64 top-1 / top-2 logit gap at the GPU's cascade-free flips against all positions."""
     bundle, config, labels, gs, orders = _demo_request(batch=4)
     cpu = _C.Engine(str(bundle), kv_pool_blocks=256, num_threads=4)
     gpu = _C.Engine(str(bundle), kv_pool_blocks=256, device="cuda")
     want, _ = _run(cpu, labels, gs, orders, cfg)
     got, _ = _run(gpu, labels, gs, orders, cfg)
+    got2, _ = _run(gpu, labels, gs, orders, cfg)  # second run replays the CUDA graphs
+    assert np.array_equal(got, got2)
     b, n = want.shape
     orders = orders.reshape(b, n)
     gen_want = np.take_along_axis(want, orders, axis=1)  # generation order
@@ -525,7 +548,8 @@ def test_demo_greedy_disagreement_teacher_forced(cfg):
           f"float64 top-2 gap median {np.median(gap):.3g}, at the GPU flips "
           f"{np.array2string(np.sort(gap[flips])[:8], precision=3)}, positions with gap < 0.05: "
           f"{float((gap < 0.05).mean()):.4f}")
-    assert tf64 >= 0.99
+    assert tf64 >= GPU_TOKEN_AGREEMENT
+    assert clean_agree >= tf16
 
 
 # -- the GPU VQ decoder end to end -----------------------------------------------------------------

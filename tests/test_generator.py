@@ -230,6 +230,8 @@ def test_device_is_checked_before_any_work():
         Generator(device="gpu")
     with pytest.raises(ValueError, match="native backend"):
         Generator(backend="torch", device="cuda")
+    with pytest.raises(ValueError, match="precision"):
+        Generator(precision="bf16")  # bf16 is the GPU's
 
 
 def test_device_cuda_without_a_gpu_is_a_clear_error():

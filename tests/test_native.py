@@ -148,6 +148,16 @@ def test_pool_size_in_bytes(models):
     assert native.NativeEngine(models[1], kv_pool_bytes=7 * block_bytes + 5).num_blocks == 7
 
 
+def test_precision_is_the_devices_unless_chosen(models):
+    """The CPU runs float32 only: "fp32" (or the default) is accepted, "bf16" and unknown names
+    are refused with a message naming the choices."""
+    assert native.NativeEngine(models[1]).precision == "fp32"
+    assert native.NativeEngine(models[1], precision="fp32").precision == "fp32"
+    for bad in ("bf16", "fp16"):
+        with pytest.raises(errors.InvalidRequestError, match='precision must be "fp32" on device "cpu"'):
+            native.NativeEngine(models[1], precision=bad)
+
+
 @pytest.mark.parametrize("kwargs, error", [
     (dict(labels=[10]), errors.InvalidLabelError),
     (dict(labels=[-1]), errors.InvalidLabelError),

@@ -20,8 +20,9 @@
 // barrier each block merges a share of the rows from all of them through distributed shared
 // memory, so the visible slots are spread over the whole GPU (flash-decoding) in one kernel.
 // It is a programmatic dependent launch (common.cuh).
-// Other head dims: the CUDA-core kernel below (16-row sub-tiles, chunks staged as float32, tile
-// scores, online softmax; each block writes its rows' K/V to the cache first).
+// Other head dims, and float32 tensors: the CUDA-core kernel below (16-row sub-tiles, chunks
+// staged as float32, tile scores, online softmax; each block writes its rows' K/V to the cache
+// first).
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -57,6 +58,7 @@ __device__ __forceinline__ bool acc_element(int tid, int i, int rows, int hd, in
   return true;
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttentionParams p, int chunk) {
   extern __shared__ float smem[];
   const int hd = static_cast<int>(p.head_dim);
@@ -80,6 +82,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   const int32_t* table = p.block_tables + static_cast<int64_t>(tile.z) * p.max_blocks_per_seq;
   const int bs = static_cast<int>(p.block_size);
   const int64_t width = p.num_heads * p.head_dim;
+  const T *pq = static_cast<const T*>(p.q), *k_new = static_cast<const T*>(p.k_new),
+          *v_new = static_cast<const T*>(p.v_new);
+  T *k_cache = static_cast<T*>(p.k_cache), *v_cache = static_cast<T*>(p.v_cache);
 
   if (tid < kRows) {
     vis[tid] = tid < rows ? p.visible_len[first + tid] : 0;
@@ -88,15 +93,15 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   }
   for (int e = tid; e < kRows * hd; e += kThreads) {
     const int r = e / hd, d = e % hd;
-    q[e] = r < rows ? __bfloat162float(as_nv(p.q)[(first + r) * p.q_stride + head * hd + d]) * p.scale : 0.0f;
+    q[e] = r < rows ? to_f32(pq[(first + r) * p.q_stride + head * hd + d]) * p.scale : 0.0f;
   }
   // This block's rows' K/V (this head) to their cache slots; nothing below reads them there.
   for (int e = tid; e < rows * hd; e += kThreads) {
     const int r = first + e / hd, d = e % hd, slot = p.slot_mapping[r];
     if (slot < 0) continue;
     const int64_t src = r * p.kv_stride + head * hd + d, dst = static_cast<int64_t>(slot) * width + head * hd + d;
-    as_nv(p.k_cache)[dst] = as_nv(p.k_new)[src];
-    as_nv(p.v_cache)[dst] = as_nv(p.v_new)[src];
+    k_cache[dst] = k_new[src];
+    v_cache[dst] = v_new[src];
   }
   __syncthreads();
   if (tid == 0) {
@@ -119,12 +124,12 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
       if (pos < max_vis && pos < fresh.x) {
         const int64_t phys = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
         const int64_t off = phys * width + head * hd + d;
-        kv = __bfloat162float(as_nv(p.k_cache)[off]);
-        vv = __bfloat162float(as_nv(p.v_cache)[off]);
+        kv = to_f32(k_cache[off]);
+        vv = to_f32(v_cache[off]);
       } else if (pos < max_vis) {
         const int64_t off = (fresh.y + pos - fresh.x) * p.kv_stride + head * hd + d;
-        kv = __bfloat162float(as_nv(p.k_new)[off]);
-        vv = __bfloat162float(as_nv(p.v_new)[off]);
+        kv = to_f32(k_new[off]);
+        vv = to_f32(v_new[off]);
       }
       k[j * (hd + 1) + d] = kv;
       v[j * hd + d] = vv;
@@ -150,14 +155,14 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
       float sum = 0.0f;
       for (int j = lane; j < chunk; j += 32) {
         const float x = s[r * chunk + j];
-        const float e = x == -INFINITY ? 0.0f : __expf(x - next);
+        const float e = x == -INFINITY ? 0.0f : expf(x - next);
         s[r * chunk + j] = e;
         sum += e;
       }
       for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       __syncwarp();
       if (lane == 0) {
-        const float a = old == -INFINITY ? 0.0f : __expf(old - next);
+        const float a = old == -INFINITY ? 0.0f : expf(old - next);
         alpha[r] = a;
         row_sum[r] = row_sum[r] * a + sum;
         row_max[r] = next;
@@ -181,7 +186,7 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
     int r, d;
     if (acc_element(tid, i, rows, hd, r, d)) {
       const float l = row_sum[r];
-      as_nv(p.out)[(first + r) * p.out_stride + head * hd + d] = __float2bfloat16(l > 0.0f ? acc[i] / l : 0.0f);
+      static_cast<T*>(p.out)[(first + r) * p.out_stride + head * hd + d] = from_f32<T>(l > 0.0f ? acc[i] / l : 0.0f);
     }
   }
 }
@@ -473,6 +478,20 @@ int sm_count() {
 
 bool aligned(const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; }
 
+template <typename T>
+Status launch_generic(const PagedAttentionParams& p, cudaStream_t stream) {
+  const int chunk = chunk_for(p.head_dim);
+  const size_t smem = smem_bytes(p.head_dim, chunk);
+  static const bool raised =  // the limit is a per-function attribute; raise it once
+      cudaFuncSetAttribute(attention_generic_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024) ==
+      cudaSuccess;
+  if (!raised) return Status::kDeviceError;
+  const unsigned sub_tiles = static_cast<unsigned>(p.tile_rows / kRows);
+  attention_generic_kernel<T><<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), sub_tiles),
+                                kThreads, smem, stream>>>(p, chunk);
+  return launched();
+}
+
 // A programmatic dependent launch (common.cuh); with splits > 1 the z blocks of each
 // (tile, head) form one cluster.
 template <int kWarps>
@@ -527,7 +546,7 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
     return Status::kInvalidArgument;
   if (p.head_dim > kAttentionMaxHeadDim || p.num_heads > 65535) return Status::kUnsupported;
   if (p.num_tiles == 0) return Status::kOk;
-  if (p.head_dim == kHd && p.q_stride % 2 == 0 && p.out_stride % 2 == 0 && aligned(p.q, 4) && aligned(p.out, 4) &&
+  if (p.dtype == DType::kBF16 && p.head_dim == kHd && p.q_stride % 2 == 0 && p.out_stride % 2 == 0 && aligned(p.q, 4) && aligned(p.out, 4) &&
       aligned(p.k_cache, 16) && aligned(p.v_cache, 16) && p.kv_stride % 8 == 0 && aligned(p.k_new, 16) &&
       aligned(p.v_new, 16)) {
     // Split the slots across the blocks of a cluster when the tiles x heads blocks cannot fill the GPU.
@@ -540,19 +559,7 @@ Status paged_attention(const PagedAttentionParams& p, Stream stream) {
     return p.tile_rows == 32 ? launch_mma64<2>(p, static_cast<int>(splits), stream)
                              : launch_mma64<4>(p, static_cast<int>(splits), stream);
   }
-  const int chunk = chunk_for(p.head_dim);
-  const size_t smem = smem_bytes(p.head_dim, chunk);
-  static bool raised = false;  // the limit is a per-function attribute; raise it once
-  if (!raised) {
-    if (cudaFuncSetAttribute(attention_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024) !=
-        cudaSuccess)
-      return Status::kDeviceError;
-    raised = true;
-  }
-  const unsigned sub_tiles = static_cast<unsigned>(p.tile_rows / kRows);
-  attention_generic_kernel<<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.num_heads), sub_tiles),
-                             kThreads, smem, stream>>>(p, chunk);
-  return launched();
+  return p.dtype == DType::kF32 ? launch_generic<float>(p, stream) : launch_generic<nv_bf16>(p, stream);
 }
 
 }  // namespace lpd::kernels::cuda

@@ -17,6 +17,18 @@ using nv_bf16 = __nv_bfloat16;
 
 __host__ __device__ inline const nv_bf16* as_nv(const bf16* p) { return reinterpret_cast<const nv_bf16*>(p); }
 __host__ __device__ inline nv_bf16* as_nv(bf16* p) { return reinterpret_cast<nv_bf16*>(p); }
+__host__ __device__ inline const nv_bf16* as_nv(const void* p) { return static_cast<const nv_bf16*>(p); }
+__host__ __device__ inline nv_bf16* as_nv(void* p) { return static_cast<nv_bf16*>(p); }
+
+// The two element types of DType: an element's float32 value, and an element from one.
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(nv_bf16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ nv_bf16 from_f32<nv_bf16>(float v) { return __float2bfloat16(v); }
 
 inline Status launched() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kDeviceError; }
 

@@ -1,6 +1,6 @@
-// The unified input embedding on the GPU (lpd/kernels/embedding.h): gather a bf16 table row
-// (or the row of a token sampled on the device, through a negative id), add the bf16 position
-// row, LayerNorm in float32. One block per row; the sum is staged in shared memory.
+// The unified input embedding on the GPU (lpd/kernels/embedding.h): gather a table row (or the
+// row of a token sampled on the device, through a negative id), add the position row (both
+// bf16 or both float32), LayerNorm in float32. One block per row; the sum is staged in shared memory.
 #include "common.cuh"
 #include "lpd/kernels/embedding.h"
 
@@ -9,6 +9,7 @@ namespace {
 
 using namespace detail;
 
+template <typename T>
 __global__ void embed_kernel(EmbedParams p) {
   extern __shared__ float row[];
   __shared__ float scratch[33];
@@ -16,11 +17,11 @@ __global__ void embed_kernel(EmbedParams p) {
   const int64_t r = blockIdx.x;
   int64_t id = p.embed_ids[r];
   if (id < 0) id = p.tokens[-id - 1];
-  const nv_bf16* t = as_nv(p.table) + id * p.dim;
-  const nv_bf16* q = as_nv(p.pos) + static_cast<int64_t>(p.pos_ids[r]) * p.dim;
+  const T* t = static_cast<const T*>(p.table) + id * p.dim;
+  const T* q = static_cast<const T*>(p.pos) + static_cast<int64_t>(p.pos_ids[r]) * p.dim;
   float s = 0.0f;
   for (int64_t i = threadIdx.x; i < p.dim; i += blockDim.x) {
-    const float v = __bfloat162float(t[i]) + __bfloat162float(q[i]);
+    const float v = to_f32(t[i]) + to_f32(q[i]);
     row[i] = v;
     s += v;
   }
@@ -43,7 +44,11 @@ Status embed_rows(const EmbedParams& p, Stream stream) {
     return Status::kInvalidArgument;
   if (p.dim > 12288) return Status::kUnsupported;
   if (p.num_rows == 0) return Status::kOk;
-  return launch_dependent(embed_kernel, static_cast<unsigned>(p.num_rows), 256, p.dim * sizeof(float), stream, p);
+  return p.dtype == DType::kF32
+             ? launch_dependent(embed_kernel<float>, static_cast<unsigned>(p.num_rows), 256, p.dim * sizeof(float),
+                                stream, p)
+             : launch_dependent(embed_kernel<nv_bf16>, static_cast<unsigned>(p.num_rows), 256, p.dim * sizeof(float),
+                                stream, p);
 }
 
 }  // namespace lpd::kernels::cuda

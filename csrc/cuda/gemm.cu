@@ -1,4 +1,4 @@
-// bf16 GEMMs through cuBLASLt (lpd/kernels/gemm.h): float32 accumulation, the bias added in
+// bf16 (or float32) GEMMs through cuBLASLt (lpd/kernels/gemm.h): float32 accumulation, the bias added in
 // the epilogue (exact: it is the same float32 add a separate kernel would do), the residual
 // add as beta = 1 into a float32 C = D. Row-major c[m, n] = a[m, k] . w[n, k]^T is the
 // column-major product D[n, m] = W^T[n, k] . A[k, m], so W is cuBLAS's A with op T.
@@ -27,7 +27,7 @@ struct Plan {
   bool has_bias = false;
 };
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, int64_t,
-                       int64_t, int64_t, int64_t>;
+                       int64_t, int64_t, int64_t, DType>;
 }  // namespace
 
 struct GemmContext {
@@ -62,6 +62,8 @@ void gemm_context_destroy(GemmContext* ctx) {
 
 static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
   const cudaDataType_t ctype = g.out_fp32 ? CUDA_R_32F : CUDA_R_16BF;
+  const cudaDataType_t abtype = g.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+  // CUBLAS_COMPUTE_32F: float32 products and sums; with float32 operands it never uses TF32.
   if (cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return false;
   const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
   cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, g.w_kn ? &n : &t, sizeof(t));
@@ -72,9 +74,9 @@ static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi));
     cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ctype, sizeof(ctype));
   }
-  if (cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, g.w_kn ? g.n : g.k, g.w_kn ? g.k : g.n, g.ldw) !=
+  if (cublasLtMatrixLayoutCreate(&p.a, abtype, g.w_kn ? g.n : g.k, g.w_kn ? g.k : g.n, g.ldw) !=
           CUBLAS_STATUS_SUCCESS ||
-      cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, g.k, g.m, g.lda) != CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatrixLayoutCreate(&p.b, abtype, g.k, g.m, g.lda) != CUBLAS_STATUS_SUCCESS ||
       cublasLtMatrixLayoutCreate(&p.c, ctype, g.n, g.m, g.ldc) != CUBLAS_STATUS_SUCCESS)
     return false;
   if (g.batch > 1) {
@@ -101,13 +103,14 @@ static bool make_plan(GemmContext* ctx, const GemmArgs& g, Plan& p) {
 
 Status gemm(GemmContext* ctx, const GemmArgs& g, Stream stream) {
   if (!ctx || !g.a || !g.w || !g.c || g.m < 0 || g.n <= 0 || g.k <= 0 || g.lda < g.k ||
-      g.ldw < (g.w_kn ? g.n : g.k) || g.ldc < g.n || g.batch < 1 || g.batch > INT32_MAX)
+      g.ldw < (g.w_kn ? g.n : g.k) || g.ldc < g.n || g.batch < 1 || g.batch > INT32_MAX ||
+      (g.dtype == DType::kF32 && !g.out_fp32))
     return Status::kInvalidArgument;
   if (g.m == 0) return Status::kOk;
   // One lock for the whole call: the plan's descriptor carries the bias pointer of this call.
   std::lock_guard<std::mutex> lock(ctx->mutex);
   const Key key{g.m,        g.n,   g.k,        g.lda,      g.ldw,     g.ldc,      g.out_fp32,
-                g.accumulate, g.bias != nullptr, g.w_kn, g.batch, g.stride_a, g.stride_w, g.stride_c};
+                g.accumulate, g.bias != nullptr, g.w_kn, g.batch, g.stride_a, g.stride_w, g.stride_c, g.dtype};
   auto it = ctx->plans.find(key);
   if (it == ctx->plans.end()) {
     Plan p;

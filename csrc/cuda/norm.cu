@@ -1,5 +1,5 @@
-// LayerNorm (float32 in, bf16 out, optional row gather) and exact GELU on bf16, for the GPU
-// step decoder, and GroupNorm (+ swish) over bf16 NHWC images for the VQ decoder
+// LayerNorm (float32 in, bf16 or float32 out, optional row gather) and exact GELU in place on
+// bf16 or float32, for the GPU step decoder, and GroupNorm (+ swish) over bf16 NHWC images for the VQ decoder
 // (lpd/kernels/norm.h). LayerNorm: one warp per row with the row in registers (float4) for
 // dims up to 2048 that are multiples of 4 (mean, then the centred variance from the registers);
 // otherwise one block per row reading the row twice from L1/L2. GELU: 8 values per 16-byte
@@ -16,13 +16,21 @@ namespace {
 using namespace detail;
 
 // One warp per row, the row in registers as float4 (dim a multiple of 4, at most 128 * kVecs):
-// mean, then the centred variance from the registers, then bf16 pairs out. gamma and beta are
+// mean, then the centred variance from the registers, then 4 values per store. gamma and beta are
 // weights no kernel writes, so the block stages them in shared memory before the
 // programmatic-launch wait (common.cuh): their latency overlaps the predecessor's tail.
-template <int kVecs>
+__device__ __forceinline__ void store4(nv_bf16* o, int64_t c, float a, float b, float d, float e) {
+  reinterpret_cast<__nv_bfloat162*>(o)[2 * c] = __floats2bfloat162_rn(a, b);
+  reinterpret_cast<__nv_bfloat162*>(o)[2 * c + 1] = __floats2bfloat162_rn(d, e);
+}
+__device__ __forceinline__ void store4(float* o, int64_t c, float a, float b, float d, float e) {
+  reinterpret_cast<float4*>(o)[c] = make_float4(a, b, d, e);
+}
+
+template <int kVecs, typename OutT>
 __global__ void layer_norm_warp_kernel(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ row_index,
                                        const float* __restrict__ gamma, const float* __restrict__ beta, float eps,
-                                       nv_bf16* __restrict__ out, int64_t ldo, int64_t rows, int64_t dim) {
+                                       OutT* __restrict__ out, int64_t ldo, int64_t rows, int64_t dim) {
   __shared__ float4 gb[2][32 * kVecs];  // gamma, beta
   const int64_t vecs = dim / 4;
   for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
@@ -55,22 +63,23 @@ __global__ void layer_norm_warp_kernel(const float* __restrict__ x, int64_t ldx,
   }
   for (int o = 16; o > 0; o >>= 1) q += __shfl_xor_sync(0xffffffffu, q, o);
   const float rstd = rsqrtf(q / static_cast<float>(dim) + eps);
-  __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(out + r * ldo);
+  OutT* o = out + r * ldo;
 #pragma unroll
   for (int i = 0; i < kVecs; ++i) {
     const int64_t c = lane + 32 * i;
     if (c < vecs) {
       const float4 g = gb[0][c], b = gb[1][c];
-      o2[2 * c] = __floats2bfloat162_rn((v[i].x - mean) * rstd * g.x + b.x, (v[i].y - mean) * rstd * g.y + b.y);
-      o2[2 * c + 1] = __floats2bfloat162_rn((v[i].z - mean) * rstd * g.z + b.z, (v[i].w - mean) * rstd * g.w + b.w);
+      store4(o, c, (v[i].x - mean) * rstd * g.x + b.x, (v[i].y - mean) * rstd * g.y + b.y,
+             (v[i].z - mean) * rstd * g.z + b.z, (v[i].w - mean) * rstd * g.w + b.w);
     }
   }
 }
 
 // Any dim: one block per row, the row read twice from L1/L2.
+template <typename OutT>
 __global__ void layer_norm_kernel(const float* __restrict__ x, int64_t ldx, const int32_t* __restrict__ row_index,
                                   const float* __restrict__ gamma, const float* __restrict__ beta, float eps,
-                                  nv_bf16* __restrict__ out, int64_t ldo, int64_t dim) {
+                                  OutT* __restrict__ out, int64_t ldo, int64_t dim) {
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x;
   const float* row = x + (row_index ? static_cast<int64_t>(row_index[r]) : r) * ldx;
@@ -83,20 +92,20 @@ __global__ void layer_norm_kernel(const float* __restrict__ x, int64_t ldx, cons
     q += d * d;
   }
   const float rstd = rsqrtf(block_sum(q, scratch) / static_cast<float>(dim) + eps);
-  nv_bf16* o = out + r * ldo;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-    o[i] = __float2bfloat16((row[i] - mean) * rstd * gamma[i] + beta[i]);
+  OutT* o = out + r * ldo;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = from_f32<OutT>((row[i] - mean) * rstd * gamma[i] + beta[i]);
 }
 
 __device__ inline float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
 
-__global__ void gelu_kernel(nv_bf16* __restrict__ x, int64_t n) {
+template <typename T>
+__global__ void gelu_kernel(T* __restrict__ x, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    x[i] = __float2bfloat16(gelu(__bfloat162float(x[i])));
+    x[i] = from_f32<T>(gelu(to_f32(x[i])));
 }
 
-// 8 values per 16-byte access.
+// bf16, 8 values per 16-byte access.
 __global__ void gelu_vec_kernel(uint4* __restrict__ x, int64_t vectors) {
   pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
@@ -337,27 +346,41 @@ Status group_norm_apply(const bf16* x, const bf16* bias, const float* stats, con
   return launched();
 }
 
-Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const float* gamma, const float* beta,
-                  float eps, bf16* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream) {
+namespace {
+template <typename OutT>
+Status layer_norm_as(const float* x, int64_t ldx, const int32_t* row_index, const float* gamma, const float* beta,
+                     float eps, OutT* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream) {
   if (!x || !gamma || !beta || !out || num_rows < 0 || dim <= 0 || ldx < dim || ldo < dim)
     return Status::kInvalidArgument;
   if (num_rows == 0) return Status::kOk;
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool vec = dim % 4 == 0 && ldx % 4 == 0 && ldo % 2 == 0 && aligned16(x) && aligned16(gamma) &&
-                   aligned16(beta) && reinterpret_cast<uintptr_t>(out) % 4 == 0;
+  const size_t store = sizeof(OutT) == 2 ? 4 : 16;  // store4's access: two bf16 pairs or one float4
+  const bool vec = dim % 4 == 0 && ldx % 4 == 0 && ldo * sizeof(OutT) % store == 0 && aligned16(x) &&
+                   aligned16(gamma) && aligned16(beta) && reinterpret_cast<uintptr_t>(out) % store == 0;
   const unsigned blocks = static_cast<unsigned>((num_rows + 7) / 8);  // 8 rows (warps) per block
   if (vec && dim <= 128 * 4)
-    return launch_dependent(layer_norm_warp_kernel<4>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta, eps,
-                            as_nv(out), ldo, num_rows, dim);
+    return launch_dependent(layer_norm_warp_kernel<4, OutT>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta,
+                            eps, out, ldo, num_rows, dim);
   if (vec && dim <= 128 * 8)
-    return launch_dependent(layer_norm_warp_kernel<8>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta, eps,
-                            as_nv(out), ldo, num_rows, dim);
+    return launch_dependent(layer_norm_warp_kernel<8, OutT>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta,
+                            eps, out, ldo, num_rows, dim);
   if (vec && dim <= 128 * 16)
-    return launch_dependent(layer_norm_warp_kernel<16>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta, eps,
-                            as_nv(out), ldo, num_rows, dim);
-  layer_norm_kernel<<<static_cast<unsigned>(num_rows), 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps,
-                                                                         as_nv(out), ldo, dim);
+    return launch_dependent(layer_norm_warp_kernel<16, OutT>, blocks, 256, 0, stream, x, ldx, row_index, gamma, beta,
+                            eps, out, ldo, num_rows, dim);
+  layer_norm_kernel<OutT><<<static_cast<unsigned>(num_rows), 256, 0, stream>>>(x, ldx, row_index, gamma, beta, eps,
+                                                                               out, ldo, dim);
   return launched();
+}
+}  // namespace
+
+Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const float* gamma, const float* beta,
+                  float eps, bf16* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream) {
+  return layer_norm_as(x, ldx, row_index, gamma, beta, eps, as_nv(out), ldo, num_rows, dim, stream);
+}
+
+Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const float* gamma, const float* beta,
+                  float eps, float* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream) {
+  return layer_norm_as(x, ldx, row_index, gamma, beta, eps, out, ldo, num_rows, dim, stream);
 }
 
 Status gelu_erf(bf16* x, int64_t n, Stream stream) {
@@ -369,6 +392,13 @@ Status gelu_erf(bf16* x, int64_t n, Stream stream) {
                             reinterpret_cast<uint4*>(x), vectors);
   }
   gelu_kernel<<<grid_stride_blocks(n, 132 * 16), 256, 0, stream>>>(as_nv(x), n);
+  return launched();
+}
+
+Status gelu_erf(float* x, int64_t n, Stream stream) {
+  if (!x || n < 0) return Status::kInvalidArgument;
+  if (n == 0) return Status::kOk;
+  gelu_kernel<<<grid_stride_blocks(n, 132 * 16), 256, 0, stream>>>(x, n);
   return launched();
 }
 

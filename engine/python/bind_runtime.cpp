@@ -104,10 +104,11 @@ void bind_runtime(py::module_& m) {
                                  "The C++ request runtime over one bundle (see lpd_engine.backends.native).");
   engine
       .def(py::init([](const std::string& dir, int64_t kv_pool_bytes, int64_t kv_pool_blocks, int64_t block_size,
-                       int num_threads, bool verify_hashes, const std::string& device, bool cuda_graphs,
-                       int64_t vq_activation_bytes) {
+                       int num_threads, bool verify_hashes, const std::string& device, const std::string& precision,
+                       bool cuda_graphs, int64_t vq_activation_bytes) {
              lpd::EngineOptions o;
              o.device = device;
+             o.precision = precision;
              o.cuda_graphs = cuda_graphs;
              o.vq_activation_bytes = vq_activation_bytes;
              o.kv_pool_bytes = kv_pool_bytes;
@@ -120,9 +121,10 @@ void bind_runtime(py::module_& m) {
            }),
            py::arg("bundle_dir"), py::arg("kv_pool_bytes") = 0, py::arg("kv_pool_blocks") = 0,
            py::arg("block_size") = 16, py::arg("num_threads") = 0, py::arg("verify_hashes") = true,
-           py::arg("device") = "cpu", py::arg("cuda_graphs") = true,
+           py::arg("device") = "cpu", py::arg("precision") = "", py::arg("cuda_graphs") = true,
            py::arg("vq_activation_bytes") = lpd::EngineOptions{}.vq_activation_bytes)
       .def_property_readonly("device", &lpd::Engine::device)
+      .def_property_readonly("precision", &lpd::Engine::precision)
       .def_static("cuda_available", &lpd::Engine::cuda_available)
       .def("last_logits",
            [](lpd::Engine& e) {

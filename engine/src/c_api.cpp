@@ -92,6 +92,7 @@ lpd_engine_params lpd_engine_default_params(void) {
   p.num_threads = 0;
   p.verify_hashes = 1;
   p.device = LPD_DEVICE_CPU;
+  p.precision = LPD_PRECISION_DEFAULT;
   return p;
 }
 
@@ -123,6 +124,9 @@ lpd_status lpd_engine_init(const char* bundle_dir, const lpd_engine_params* para
     need(p.device == LPD_DEVICE_CPU || p.device == LPD_DEVICE_CUDA,
          "lpd_engine_init: device must be LPD_DEVICE_CPU or LPD_DEVICE_CUDA");
     o.device = p.device == LPD_DEVICE_CUDA ? "cuda" : "cpu";
+    need(p.precision == LPD_PRECISION_DEFAULT || p.precision == LPD_PRECISION_FP32 || p.precision == LPD_PRECISION_BF16,
+         "lpd_engine_init: precision must be LPD_PRECISION_DEFAULT, LPD_PRECISION_FP32 or LPD_PRECISION_BF16");
+    o.precision = p.precision == LPD_PRECISION_FP32 ? "fp32" : p.precision == LPD_PRECISION_BF16 ? "bf16" : "";
     auto handle = std::make_unique<lpd_engine>();
     handle->engine = std::make_unique<lpd::Engine>(bundle_dir, o);
     *out = handle.release();

@@ -1,12 +1,14 @@
-// GPU step decoder (lpd/cuda_decoder.h). Residual stream float32 [rows, dim]; LN outputs,
-// qkv, attention output and the MLP hidden state bf16; logits float32. Per layer:
+// GPU step decoder (lpd/cuda_decoder.h). Residual stream float32 [rows, dim]; weights, LN
+// outputs, qkv, attention output, the MLP hidden state and the KV cache of the decoder's dtype
+// (bf16, or float32 in the float32 mode); logits float32. Per layer:
 //   h = LN1(x) -> qkv = h Wqkv^T + b (bf16, bias in the GEMM epilogue) -> attention (which
 //   also writes the rows' K/V to the paged cache) -> x += attn Wproj^T + b (float32 C,
 //   beta = 1: the residual add is the GEMM's epilogue) -> h = LN2(x) -> m = gelu(h Wfc1^T + b)
 //   -> x += m Wfc2^T + b.
 // Then LN of the logit rows (gathered by the norm kernel), the head GEMM, and one sampling
 // block per token. 8 launches per layer plus 5 per step, our own kernels as programmatic
-// dependent launches (csrc/cuda/common.cuh); inside a CUDA graph.
+// dependent launches (csrc/cuda/common.cuh; in the float32 mode attention and GELU are plain
+// launches); inside a CUDA graph.
 #include "lpd/cuda_decoder.h"
 
 #include <cuda_runtime.h>
@@ -26,6 +28,7 @@ namespace {
 
 namespace kc = kernels::cuda;
 using kc::bf16;
+using kc::DType;
 constexpr float kLnEps = 1e-6f;
 
 using cuda_util::check;
@@ -39,24 +42,26 @@ using cuda_util::to_bf16;
 
 struct CudaStepDecoder::Impl {
   TransformerConfig c;
+  DType dt = DType::kBF16;
+  int64_t es = 2;  // bytes of one element of dt
   int64_t block_size = 0, num_blocks = 0, arena = 0;
   bool use_graphs = true;
   cudaStream_t stream = nullptr;
   kc::GemmContext* gemm = nullptr;
   std::unique_ptr<WeightArena> weights;  // everything below
-  const bf16 *table, *pos, *head;
+  const void *table, *pos, *head;  // of dt
   const float *embed_g, *embed_b, *final_g, *final_b;
   struct Layer {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b, *proj_b, *fc2_b;
-    const bf16 *qkv_w, *qkv_b, *proj_w, *fc1_w, *fc1_b, *fc2_w;
+    const void *qkv_w, *qkv_b, *proj_w, *fc1_w, *fc1_b, *fc2_w;  // of dt
   };
   std::vector<Layer> layers;
-  DeviceBuffer<bf16> k_cache, v_cache;  // [depth][num_blocks * block_size][dim]
+  DeviceBuffer<char> k_cache, v_cache;  // [depth][num_blocks * block_size][dim] of dt
   DeviceBuffer<int32_t> tokens;
   // activations (capacity in rows)
   int64_t cap_rows = 0, cap_logits = 0;
   DeviceBuffer<float> x, logits;
-  DeviceBuffer<bf16> h, qkv, attn, mlp;
+  DeviceBuffer<char> h, qkv, attn, mlp;  // of dt
   // plan: one device buffer, two pinned staging buffers
   DeviceBuffer<char> plan_dev;
   char* staging[2] = {nullptr, nullptr};
@@ -85,15 +90,34 @@ struct CudaStepDecoder::Impl {
   const T* upload(const std::vector<T>& host) {
     return weights->upload(host);
   }
-  const bf16* upload_bf16(const std::vector<float>& f) { return weights->upload_bf16(f); }
-  // bias rounded to bf16 (what a bf16 checkpoint holds), widened back for float32 epilogues
-  const float* upload_bf16_as_float(const std::vector<float>& f) {
+  // a weight (or a bias of a dt epilogue) as dt
+  const void* upload_dt(const std::vector<float>& f) {
+    return dt == DType::kF32 ? static_cast<const void*>(upload(f)) : weights->upload_bf16(f);
+  }
+  // a bias of a float32 epilogue: as dt holds it (rounded to bf16 in the bf16 mode), in float32
+  const float* upload_dt_as_float(const std::vector<float>& f) {
+    if (dt == DType::kF32) return upload(f);
     std::vector<float> r(f.size());
     for (size_t i = 0; i < f.size(); ++i) {
       const uint32_t u = static_cast<uint32_t>(to_bf16(f[i])) << 16;
       std::memcpy(&r[i], &u, 4);
     }
     return upload(r);
+  }
+  // element `i` of a dt buffer
+  template <typename B>
+  char* at(B& buf, int64_t i) {
+    return buf.ptr + i * es;
+  }
+  kernels::Status layer_norm(const int32_t* row_index, const float* g, const float* b, int64_t rows) {
+    const int64_t d = c.dim;
+    return dt == DType::kF32
+               ? kc::layer_norm(x.ptr, d, row_index, g, b, kLnEps, reinterpret_cast<float*>(h.ptr), d, rows, d, stream)
+               : kc::layer_norm(x.ptr, d, row_index, g, b, kLnEps, reinterpret_cast<bf16*>(h.ptr), d, rows, d, stream);
+  }
+  kernels::Status gelu(int64_t n) {
+    return dt == DType::kF32 ? kc::gelu_erf(reinterpret_cast<float*>(mlp.ptr), n, stream)
+                             : kc::gelu_erf(reinterpret_cast<bf16*>(mlp.ptr), n, stream);
   }
 
   void ensure_rows(int64_t rows, int64_t logit_rows) {
@@ -104,10 +128,10 @@ struct CudaStepDecoder::Impl {
     cap_logits = std::max(cap_logits, std::max<int64_t>(logit_rows, 16));
     const int64_t d = c.dim;
     x.resize(cap_rows * d);
-    h.resize(cap_rows * d);
-    attn.resize(cap_rows * d);
-    qkv.resize(cap_rows * 3 * d);
-    mlp.resize(cap_rows * c.mlp_hidden);
+    h.resize(cap_rows * d * es);
+    attn.resize(cap_rows * d * es);
+    qkv.resize(cap_rows * 3 * d * es);
+    mlp.resize(cap_rows * c.mlp_hidden * es);
     logits.resize(cap_logits * c.vocab_size);
   }
 
@@ -121,38 +145,43 @@ struct CudaStepDecoder::Impl {
     auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(base + off); };
     const int64_t d = c.dim, hd = c.head_dim();
     kc::EmbedParams ep{table, pos, embed_g, embed_b, kLnEps, i32(o.embed), i32(o.pos), tokens.ptr, rows, d,
-                       c.table_rows(), c.num_tokens + 1, x.ptr};
+                       c.table_rows(), c.num_tokens + 1, x.ptr, dt};
     check(kc::embed_rows(ep, stream), "embed_rows");
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
     const size_t layer_slots = static_cast<size_t>(num_blocks * block_size * d);
     for (int64_t i = 0; i < c.depth; ++i) {
       const Layer& l = layers[static_cast<size_t>(i)];
-      bf16* kl = k_cache.ptr + i * layer_slots;
-      bf16* vl = v_cache.ptr + i * layer_slots;
-      check(kc::layer_norm(x.ptr, d, nullptr, l.ln1_g, l.ln1_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
-      check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, false, false}, stream),
+      char* kl = at(k_cache, i * layer_slots);
+      char* vl = at(v_cache, i * layer_slots);
+      // A float32 mode's GEMMs write float32 everywhere (kc::gemm's dtype kF32 needs out_fp32).
+      const bool f32 = dt == DType::kF32;
+      check(layer_norm(nullptr, l.ln1_g, l.ln1_b, rows), "layer_norm");
+      check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, f32, false, false, 1, 0, 0,
+                            0, dt},
+                     stream),
             "gemm qkv");
-      kc::PagedAttentionParams ap{qkv.ptr, 3 * d, qkv.ptr + d, qkv.ptr + 2 * d, 3 * d, i32(o.slots), kl, vl,
+      kc::PagedAttentionParams ap{qkv.ptr, 3 * d, at(qkv, d), at(qkv, 2 * d), 3 * d, i32(o.slots), kl, vl,
                                   i32(o.tables), max_blocks, i32(o.vis), i32(o.tiles), tiles.count,
-                                  tiles.tile_rows, rows, c.heads, hd, block_size, scale, attn.ptr, d};
+                                  tiles.tile_rows, rows, c.heads, hd, block_size, scale, attn.ptr, d, dt};
       check(kc::paged_attention(ap, stream), "paged_attention");
-      check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true}, stream),
+      check(kc::gemm(gemm, {attn.ptr, d, l.proj_w, d, l.proj_b, x.ptr, d, rows, d, d, true, true, false, 1, 0, 0, 0,
+                            dt},
+                     stream),
             "gemm proj");
-      check(kc::layer_norm(x.ptr, d, nullptr, l.ln2_g, l.ln2_b, kLnEps, h.ptr, d, rows, d, stream), "layer_norm");
-      check(kc::gemm(gemm, {h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, c.mlp_hidden, rows, c.mlp_hidden, d, false,
-                            false},
+      check(layer_norm(nullptr, l.ln2_g, l.ln2_b, rows), "layer_norm");
+      check(kc::gemm(gemm, {h.ptr, d, l.fc1_w, d, l.fc1_b, mlp.ptr, c.mlp_hidden, rows, c.mlp_hidden, d, f32, false,
+                            false, 1, 0, 0, 0, dt},
                      stream),
             "gemm fc1");
-      check(kc::gelu_erf(mlp.ptr, rows * c.mlp_hidden, stream), "gelu");
+      check(gelu(rows * c.mlp_hidden), "gelu");
       check(kc::gemm(gemm, {mlp.ptr, c.mlp_hidden, l.fc2_w, c.mlp_hidden, l.fc2_b, x.ptr, d, rows, d, c.mlp_hidden,
-                            true, true},
+                            true, true, false, 1, 0, 0, 0, dt},
                      stream),
             "gemm fc2");
     }
-    check(kc::layer_norm(x.ptr, d, i32(o.logit_rows), final_g, final_b, kLnEps, h.ptr, d, out_rows, d, stream),
-          "final layer_norm");
+    check(layer_norm(i32(o.logit_rows), final_g, final_b, out_rows), "final layer_norm");
     check(kc::gemm(gemm, {h.ptr, d, head, d, nullptr, logits.ptr, c.vocab_size, out_rows, c.vocab_size, d, true,
-                          false},
+                          false, false, 1, 0, 0, 0, dt},
                    stream),
           "gemm head");
     if (num_jobs)
@@ -163,10 +192,12 @@ struct CudaStepDecoder::Impl {
 };
 
 CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& config, int64_t num_blocks,
-                                 int64_t block_size, int64_t token_arena, bool use_graphs)
+                                 int64_t block_size, int64_t token_arena, bool use_graphs, kc::DType dtype)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.c = config;
+  m.dt = dtype;
+  m.es = kc::dtype_size(dtype);
   m.num_blocks = num_blocks;
   m.block_size = block_size;
   m.arena = token_arena;
@@ -182,15 +213,15 @@ CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& 
 
   const SafeTensors& st = bundle.weights;
   const TransformerConfig& c = config;
-  const int64_t d = c.dim, hid = c.mlp_hidden;
-  const int64_t per_layer = 4 * d * 4 /*ln*/ + (3 * d * d + 3 * d) * 2 + (d * d) * 2 + d * 4 + (hid * d + hid) * 2 +
-                            (d * hid) * 2 + d * 4;
-  m.weights = std::make_unique<WeightArena>(static_cast<size_t>(c.table_rows() * d * 2 + (c.num_tokens + 1) * d * 2 +
-                                                                4 * d * 4 + c.vocab_size * d * 2 + c.depth * per_layer) +
+  const int64_t d = c.dim, hid = c.mlp_hidden, es = m.es;
+  const int64_t per_layer = 4 * d * 4 /*ln*/ + (3 * d * d + 3 * d) * es + (d * d) * es + d * 4 +
+                            (hid * d + hid) * es + (d * hid) * es + d * 4;
+  m.weights = std::make_unique<WeightArena>(static_cast<size_t>(c.table_rows() * d * es + (c.num_tokens + 1) * d * es +
+                                                                4 * d * 4 + c.vocab_size * d * es + c.depth * per_layer) +
                                             static_cast<size_t>(32 + c.depth * 16) * 256);
-  m.table = m.upload_bf16(st.to_float("embed.table", {c.table_rows(), d}));
+  m.table = m.upload_dt(st.to_float("embed.table", {c.table_rows(), d}));
   const auto& pos_shape = st.info("embed.pos").shape;
-  m.pos = m.upload_bf16(st.to_float("embed.pos", pos_shape.size() == 3 ? std::vector<int64_t>{1, c.num_tokens + 1, d}
+  m.pos = m.upload_dt(st.to_float("embed.pos", pos_shape.size() == 3 ? std::vector<int64_t>{1, c.num_tokens + 1, d}
                                                                         : std::vector<int64_t>{c.num_tokens + 1, d}));
   m.embed_g = m.upload(st.to_float("embed.norm.weight", {d}));
   m.embed_b = m.upload(st.to_float("embed.norm.bias", {d}));
@@ -199,24 +230,24 @@ CudaStepDecoder::CudaStepDecoder(const Bundle& bundle, const TransformerConfig& 
     Impl::Layer l;
     l.ln1_g = m.upload(st.to_float(p + "attn_norm.weight", {d}));
     l.ln1_b = m.upload(st.to_float(p + "attn_norm.bias", {d}));
-    l.qkv_w = m.upload_bf16(st.to_float(p + "qkv.weight", {3 * d, d}));
-    l.qkv_b = m.upload_bf16(st.to_float(p + "qkv.bias", {3 * d}));
-    l.proj_w = m.upload_bf16(st.to_float(p + "proj.weight", {d, d}));
-    l.proj_b = m.upload_bf16_as_float(st.to_float(p + "proj.bias", {d}));
+    l.qkv_w = m.upload_dt(st.to_float(p + "qkv.weight", {3 * d, d}));
+    l.qkv_b = m.upload_dt(st.to_float(p + "qkv.bias", {3 * d}));
+    l.proj_w = m.upload_dt(st.to_float(p + "proj.weight", {d, d}));
+    l.proj_b = m.upload_dt_as_float(st.to_float(p + "proj.bias", {d}));
     l.ln2_g = m.upload(st.to_float(p + "mlp_norm.weight", {d}));
     l.ln2_b = m.upload(st.to_float(p + "mlp_norm.bias", {d}));
-    l.fc1_w = m.upload_bf16(st.to_float(p + "fc1.weight", {hid, d}));
-    l.fc1_b = m.upload_bf16(st.to_float(p + "fc1.bias", {hid}));
-    l.fc2_w = m.upload_bf16(st.to_float(p + "fc2.weight", {d, hid}));
-    l.fc2_b = m.upload_bf16_as_float(st.to_float(p + "fc2.bias", {d}));
+    l.fc1_w = m.upload_dt(st.to_float(p + "fc1.weight", {hid, d}));
+    l.fc1_b = m.upload_dt(st.to_float(p + "fc1.bias", {hid}));
+    l.fc2_w = m.upload_dt(st.to_float(p + "fc2.weight", {d, hid}));
+    l.fc2_b = m.upload_dt_as_float(st.to_float(p + "fc2.bias", {d}));
     m.layers.push_back(l);
   }
   m.final_g = m.upload(st.to_float("final_norm.weight", {d}));
   m.final_b = m.upload(st.to_float("final_norm.bias", {d}));
-  m.head = m.upload_bf16(st.to_float("head.weight", {c.vocab_size, d}));
+  m.head = m.upload_dt(st.to_float("head.weight", {c.vocab_size, d}));
   weight_bytes_ = static_cast<int64_t>(m.weights->used());
 
-  const size_t cache = static_cast<size_t>(c.depth * num_blocks * block_size * d);
+  const size_t cache = static_cast<size_t>(c.depth * num_blocks * block_size * d * es);
   m.k_cache.resize(cache);
   m.v_cache.resize(cache);
   m.tokens.resize(static_cast<size_t>(std::max<int64_t>(token_arena, 1)));

@@ -63,9 +63,13 @@ bool Engine::cuda_available() {
 Engine::Engine(Bundle bundle, const EngineOptions& options)
     : weights_(TransformerWeights::load(bundle, options.device != "cuda")),
       image_size_(weights_.config.grid() * bundle.vq.downsample()),
-      device_(options.device) {
+      device_(options.device),
+      precision_(options.precision.empty() ? (options.device == "cuda" ? "bf16" : "fp32") : options.precision) {
   if (device_ != "cpu" && device_ != "cuda")
     fail(ErrorKind::kInvalidArgument, "device must be \"cpu\" or \"cuda\", got \"" + device_ + "\"");
+  if (precision_ != "fp32" && (precision_ != "bf16" || device_ != "cuda"))
+    fail(ErrorKind::kInvalidArgument, "precision must be \"fp32\"" + std::string(device_ == "cuda" ? " or \"bf16\"" : "") +
+                                          " on device \"" + device_ + "\", got \"" + precision_ + "\"");
   if (device_ == "cuda" && !cuda_available())
     fail(ErrorKind::kInvalidArgument, "device \"cuda\": this build of lpd_engine has no CUDA path");
   if (options.block_size <= 0 || options.block_size > 4096)
@@ -92,7 +96,8 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
     // Token arena: num_tokens ints per block id; an image's tokens live at its conditional
     // sequence's first block (unique while the request runs).
     gpu_ = std::make_unique<CudaStepDecoder>(bundle, c, blocks, options.block_size, blocks * c.num_tokens,
-                                             options.cuda_graphs);
+                                             options.cuda_graphs,
+                                             precision_ == "fp32" ? kernels::cuda::DType::kF32 : kernels::cuda::DType::kBF16);
     if (options.vq_activation_bytes <= 0) fail(ErrorKind::kInvalidArgument, "vq_activation_bytes must be > 0");
     gpu_vq_ = std::make_unique<CudaVqDecoder>(bundle, c.grid(), static_cast<size_t>(options.vq_activation_bytes));
 #endif
@@ -101,7 +106,7 @@ Engine::Engine(Bundle bundle, const EngineOptions& options)
 
 int64_t Engine::block_bytes_for(int64_t block_size) const {
   return static_cast<int64_t>(KvCache::bytes_for(weights_.config.depth, 1, block_size, weights_.config.dim,
-                                                 device_ == "cuda" ? sizeof(uint16_t) : sizeof(float)));
+                                                 precision_ == "bf16" ? sizeof(uint16_t) : sizeof(float)));
 }
 
 int64_t Engine::token_base(const Request& r, int64_t b) const {

@@ -25,12 +25,13 @@ def _generate(args) -> None:
         raise SystemExit("error: --checkpoint and --vq go together")
     if args.checkpoint and args.bundle:
         raise SystemExit("error: give a bundle or checkpoints, not both")
-    if args.checkpoint and args.device == "cuda":
-        raise SystemExit("error: --device cuda runs a bundle on the native runtime; build one from the checkpoints")
+    if args.checkpoint and (args.device == "cuda" or args.precision == "bf16"):
+        raise SystemExit("error: --device cuda and --precision bf16 run a bundle on the native runtime; "
+                         "build one from the checkpoints")
     if args.checkpoint:
         gen = Generator.from_checkpoints(args.checkpoint, args.vq, backend=args.backend)
     else:
-        gen = Generator(args.bundle, backend=args.backend, device=args.device)
+        gen = Generator(args.bundle, backend=args.backend, device=args.device, precision=args.precision)
     result = gen.run(args.labels, steps=args.steps, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     pixels = result.pixels
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a bundle (default auto: native, else onnxruntime, else torch)")
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cuda: the native runtime on the GPU (needs a build with the CUDA path)")
+    g.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="default: the device's (fp32 on cpu, bf16 on cuda); fp32 on cuda gives the CPU's tokens")
     g.add_argument("--out", default="grid.png", help="output grid PNG")
     g.add_argument("--each", action="store_true", help="also write one PNG per image beside the grid")
     g.set_defaults(func=_generate)

@@ -51,13 +51,15 @@ class GenerationResult:
 class Generator:
     """Generates class-conditional images with one LPD model through one backend."""
 
-    def __init__(self, bundle=None, backend: str = "auto", device: str = "cpu"):
+    def __init__(self, bundle=None, backend: str = "auto", device: str = "cpu", precision: str | None = None):
         """Open an engine bundle directory (default: the embedded demo bundle).
 
         backend: "native" (the C++ runtime), "onnxruntime", "tensorrt", "torch", or "auto":
         native when the compiled runtime is present, else onnxruntime, else torch.
         device: "cpu", or "cuda" for the native runtime on the GPU (bf16; tokens and pixels on
         the device); "cuda" needs backend "native" or "auto" and a build with the CUDA path.
+        precision: None (the device's own), or "fp32" (on "cuda": the transformer in float32,
+        which gives the CPU path's tokens) or "bf16" ("cuda" only).
         """
         from .bundle import DEMO_BUNDLE, open_bundle
 
@@ -65,11 +67,13 @@ class Generator:
             raise ValueError(f'device must be "cpu" or "cuda", got {device!r}')
         if device == "cuda" and backend not in ("native", "auto"):
             raise ValueError(f'device "cuda" runs on the native backend, not {backend!r}')
+        if precision not in (None, "fp32") and not (precision == "bf16" and device == "cuda"):
+            raise ValueError(f'precision must be None, "fp32" or (device "cuda") "bf16", got {precision!r}')
         self.bundle = open_bundle(DEMO_BUNDLE if bundle is None else bundle)
         self.config = self.bundle.config
         self.image_size = self.bundle.image_size
         self.default_cfg = dict(self.bundle.default_cfg)
-        self.backend = _make_backend(self.bundle, "native" if device == "cuda" else backend, device)
+        self.backend = _make_backend(self.bundle, "native" if device == "cuda" else backend, device, precision or "")
 
     @classmethod
     def _assemble(cls, backend, config, image_size: int, default_cfg: dict[int, float]) -> "Generator":
@@ -179,7 +183,7 @@ class Generator:
         return group_sizes, len(group_sizes)
 
 
-def _make_backend(bundle, name: str, device: str = "cpu"):
+def _make_backend(bundle, name: str, device: str = "cpu", precision: str = ""):
     from .errors import BackendUnavailableError
 
     if name == "auto":
@@ -194,5 +198,5 @@ def _make_backend(bundle, name: str, device: str = "cpu"):
 
         if device == "cuda" and not NativeEngine.cuda_available():
             raise BackendUnavailableError('device "cuda": lpd_engine._C was built without the CUDA path')
-        return NativeEngine(bundle.path, device=device)
+        return NativeEngine(bundle.path, device=device, precision=precision)
     return bundle.make_backend(name)

@@ -1,4 +1,5 @@
-// The LPD transformer on the GPU: bf16 weights and bf16 paged KV cache on the device, the
+// The LPD transformer on the GPU: bf16 weights, activations and paged KV cache on the device
+// (or all float32: the float32 mode, which checks the GPU path against the CPU's tokens), the
 // ragged-batch step of lpd/transformer.h with on-device guidance + sampling, and CUDA graphs.
 //
 // run() enqueues one whole step on the decoder's stream and returns without waiting: the plan
@@ -26,8 +27,9 @@ class CudaStepDecoder {
  public:
   // num_blocks / block_size: the KV pool (same block ids as the runtime's BlockPool).
   // token_arena: int32 token slots the sampling jobs write and negative embed ids read.
+  // dtype: kBF16, or kF32 for the float32 mode.
   CudaStepDecoder(const Bundle& bundle, const TransformerConfig& config, int64_t num_blocks, int64_t block_size,
-                  int64_t token_arena, bool use_graphs);
+                  int64_t token_arena, bool use_graphs, kernels::cuda::DType dtype);
   ~CudaStepDecoder();
   CudaStepDecoder(const CudaStepDecoder&) = delete;
   CudaStepDecoder& operator=(const CudaStepDecoder&) = delete;

@@ -50,6 +50,10 @@ typedef int32_t lpd_status;
 #define LPD_DEVICE_CPU 0  /* float32 on the CPU */
 #define LPD_DEVICE_CUDA 1 /* bf16 on the GPU, tokens and pixels included; needs a build with the CUDA path */
 
+#define LPD_PRECISION_DEFAULT 0 /* the device's own: float32 on the CPU, bf16 on the GPU */
+#define LPD_PRECISION_FP32 1    /* float32 (on the GPU: the CPU path's tokens; the VQ decoder stays bf16) */
+#define LPD_PRECISION_BF16 2    /* bf16; LPD_DEVICE_CUDA only */
+
 /* Opaque engine handle: owns the weights, the KV pool and every request's state. */
 typedef struct lpd_engine lpd_engine;
 
@@ -60,6 +64,7 @@ typedef struct lpd_engine_params {
   int32_t num_threads;    /* CPU threads, 0 = all */
   int32_t verify_hashes;  /* non-zero: check the sha256 of every bundle file (1) */
   int32_t device;         /* LPD_DEVICE_CPU (default) or LPD_DEVICE_CUDA */
+  int32_t precision;      /* LPD_PRECISION_DEFAULT (default), LPD_PRECISION_FP32 or LPD_PRECISION_BF16 */
 } lpd_engine_params;
 
 typedef struct lpd_engine_info {

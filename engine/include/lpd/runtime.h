@@ -68,6 +68,10 @@ struct EngineOptions {
   int num_threads = 0;         // CPU kernel threads; 0 = all
   bool verify_hashes = true;   // check the manifest's sha256 of every bundle file
   std::string device = "cpu";  // "cpu" (float32) or "cuda" (bf16 on the GPU; needs a CUDA build)
+  // "" (the device's own: "fp32" on cpu, "bf16" on cuda), "bf16" (cuda only) or "fp32": cuda in
+  // float32 (weights, activations, KV cache) computes the CPU path's tokens, at GPU speed for
+  // small models; the VQ decoder stays bf16 (its pixels are within one level of float64).
+  std::string precision;
   bool cuda_graphs = true;     // cuda: replay each step shape as a CUDA graph after its first run
   int64_t vq_activation_bytes = int64_t{1} << 30;  // cuda: VQ decoder buffers (images go in chunks)
 };
@@ -117,6 +121,8 @@ class Engine {
   // step count takes its group sizes and orders from here, exactly as lpd_engine.Generator does.
   const BundleSchedules& schedules() const { return *schedules_; }
   const std::string& device() const { return device_; }
+  const std::string& precision() const { return precision_; }  // "fp32" or "bf16"
+
   // The last step's logits [logit rows, vocab] (float32; rows in plan order: per running
   // request, conditional sequences then unconditional ones). For tests; waits on the GPU.
   std::vector<float> last_logits();
@@ -144,6 +150,7 @@ class Engine {
   std::unique_ptr<CudaStepDecoder> gpu_;
   std::unique_ptr<CudaVqDecoder> gpu_vq_;  // device "cuda": pixels are decoded on the GPU
   std::string device_;
+  std::string precision_;
   mutable std::mutex mutex_;
   int64_t next_id_ = 1;
   std::map<int64_t, std::unique_ptr<Request>> requests_;

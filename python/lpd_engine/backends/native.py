@@ -50,12 +50,14 @@ class NativeEngine:
     device: "cpu" (float32) or "cuda" (bf16 weights, activations and KV cache on the GPU,
     sampling on the device, CUDA graphs, the VQ decoder on the GPU too; needs a build with the
     CUDA path, see NativeEngine.cuda_available()).
+    precision: "" (the device's own), "bf16" (cuda only) or "fp32": on cuda, the transformer in
+    float32 (the CPU path's tokens; the VQ decoder stays bf16).
     """
 
     name = "native"
 
     def __init__(self, bundle_dir, kv_pool_bytes: int = 0, kv_pool_blocks: int = 0, block_size: int = 16,
-                 num_threads: int = 0, verify_hashes: bool = True, device: str = "cpu"):
+                 num_threads: int = 0, verify_hashes: bool = True, device: str = "cpu", precision: str = ""):
         _C = _load_extension()
         bundle_dir = Path(bundle_dir)
         try:
@@ -65,8 +67,9 @@ class NativeEngine:
             raise BundleError(f"{bundle_dir}: cannot read the bundle manifest ({e})") from None
         self._engine = _C.Engine(str(bundle_dir), kv_pool_bytes=kv_pool_bytes, kv_pool_blocks=kv_pool_blocks,
                                  block_size=block_size, num_threads=num_threads, verify_hashes=verify_hashes,
-                                 device=device)
+                                 device=device, precision=precision)
         self.device = device
+        self.precision = self._engine.precision
         self.image_size = self._engine.image_size
 
     @staticmethod

@@ -31,8 +31,9 @@ struct PagedAttentionParams {
 Status paged_attention(const PagedAttentionParams& p);
 
 namespace cuda {
-// Device position-query group attention, bf16 q/K/V, float32 scores, softmax and accumulation
-// (online softmax over slot chunks; head_dim 64 on tensor cores, P x V with P as bf16 hi + lo).
+// Device position-query group attention, bf16 q/K/V/cache/out (or all float32: dtype kF32),
+// float32 scores, softmax and accumulation (online softmax over slot chunks; bf16 with head_dim
+// 64 on tensor cores, P x V with P as bf16 hi + lo; otherwise on CUDA cores).
 // Rows are processed in tiles of consecutive rows of one sequence (plan_attention_tiles) so
 // that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the
 // GPU, the slots are split across the blocks of a thread-block cluster (up to 16), which merge
@@ -44,14 +45,14 @@ namespace cuda {
 // qkv GEMM's output) and each row's K/V is written to its slot for the steps that follow.
 // Nothing in the launch reads a slot it writes.
 struct PagedAttentionParams {
-  const bf16* q;  // [num_rows, num_heads * head_dim], row stride q_stride
+  const void* q;  // [num_rows, num_heads * head_dim] of dtype (as are the tensors below), row stride q_stride
   int64_t q_stride;
-  const bf16* k_new;  // [num_rows, num_heads * head_dim]: this step's rows' K and V, row stride kv_stride
-  const bf16* v_new;
+  const void* k_new;  // [num_rows, num_heads * head_dim]: this step's rows' K and V, row stride kv_stride
+  const void* v_new;
   int64_t kv_stride;
   const int32_t* slot_mapping;  // [num_rows] cache slot of each row's K/V (< 0: not kept)
-  bf16* k_cache;  // [num_blocks, block_size, num_heads, head_dim]
-  bf16* v_cache;
+  void* k_cache;  // [num_blocks, block_size, num_heads, head_dim]
+  void* v_cache;
   const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
   int64_t max_blocks_per_seq;
   const int32_t* visible_len;  // [num_rows] <= max_blocks_per_seq * block_size; a row sees its own
@@ -60,8 +61,9 @@ struct PagedAttentionParams {
   int64_t num_tiles, tile_rows;  // tile_rows: the height plan_attention_tiles chose
   int64_t num_rows, num_heads, head_dim, block_size;
   float scale;
-  bf16* out;  // [num_rows, num_heads * head_dim], row stride out_stride
+  void* out;  // [num_rows, num_heads * head_dim], row stride out_stride
   int64_t out_stride;
+  DType dtype = DType::kBF16;
 };
 constexpr int64_t kAttentionMaxHeadDim = 256;
 constexpr int kAttentionTileInts = 8;

@@ -25,13 +25,13 @@ struct EmbedParams {
 Status embed_rows(const EmbedParams& p);
 
 namespace cuda {
-// Device twin of embed_rows: bf16 table and pos, float32 LayerNorm, float32 rows out (the
-// residual stream stays float32 on the GPU). embed_ids >= 0 index the table; a negative id
+// Device twin of embed_rows: bf16 (or float32) table and pos, float32 LayerNorm, float32 rows
+// out (the residual stream stays float32 on the GPU). embed_ids >= 0 index the table; a negative id
 // -(1 + i) means the token tokens[i] (sampled on the device by an earlier step), so a step's
 // plan never waits for the previous step's tokens on the host.
 struct EmbedParams {
-  const bf16* table;  // [table_rows, dim]
-  const bf16* pos;    // [pos_rows, dim]
+  const void* table;  // [table_rows, dim] of dtype
+  const void* pos;    // [pos_rows, dim] of dtype
   const float* gamma;
   const float* beta;
   float eps;
@@ -40,6 +40,7 @@ struct EmbedParams {
   const int32_t* tokens;     // token arena read through negative ids
   int64_t num_rows, dim, table_rows, pos_rows;
   float* out;  // [num_rows, dim]
+  DType dtype = DType::kBF16;
 };
 Status embed_rows(const EmbedParams& p, Stream stream);
 }  // namespace cuda

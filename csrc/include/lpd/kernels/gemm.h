@@ -39,7 +39,8 @@ Status gemm(const float* a, int64_t lda, const float* packed, const float* bias,
 
 namespace cuda {
 // bf16 GEMM through cuBLASLt with float32 accumulation: c[m, n] (+)= a[m, k] . w[n, k]^T + bias
-// (optionally batched, optionally with w stored [k, n]).
+// (optionally batched, optionally with w stored [k, n]). With dtype kF32, a and w are float32
+// and the product is a plain float32 GEMM (no TF32); c must then be float32 too.
 // out_fp32 picks c's type (float32 or bf16); bias (may be null) has c's type and is added in
 // the epilogue; accumulate adds into c (beta = 1: the residual add, fused). A GemmContext owns
 // the cuBLASLt handle, a workspace and the cached descriptors/algorithms for each shape, so
@@ -48,9 +49,9 @@ struct GemmContext;
 GemmContext* gemm_context_create();
 void gemm_context_destroy(GemmContext* ctx);
 struct GemmArgs {
-  const bf16* a;  // [m, k], row stride lda
+  const void* a;  // [m, k] of dtype, row stride lda
   int64_t lda;
-  const bf16* w;  // [n, k], row stride ldw
+  const void* w;  // [n, k] of dtype, row stride ldw
   int64_t ldw;
   const void* bias;  // [n] of c's type, or null
   void* c;           // [m, n], row stride ldc
@@ -62,6 +63,7 @@ struct GemmArgs {
   bool w_kn = false;
   // batch > 1: `batch` independent products, operand i at a + i * stride_a (elements), etc.
   int64_t batch = 1, stride_a = 0, stride_w = 0, stride_c = 0;
+  DType dtype = DType::kBF16;  // a's and w's type
 };
 Status gemm(GemmContext* ctx, const GemmArgs& args, Stream stream);
 

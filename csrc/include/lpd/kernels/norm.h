@@ -24,12 +24,16 @@ Status group_norm(const float* x, const float* gamma, const float* beta, float e
 Status gelu_erf(float* x, int64_t n);
 
 namespace cuda {
-// out[r, :] = bf16(LayerNorm(x[src, :])) with src = row_index ? row_index[r] : r; float32 x and
-// statistics (two passes), any dim. Used for LN1/LN2 and for the final norm of the logit rows.
+// out[r, :] = LayerNorm(x[src, :]) with src = row_index ? row_index[r] : r, as bf16 or float32;
+// float32 x and statistics (two passes), any dim. Used for LN1/LN2 and for the final norm of
+// the logit rows.
 Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const float* gamma, const float* beta,
                   float eps, bf16* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream);
-// Exact GELU in place over n bf16 values (float32 erf inside).
+Status layer_norm(const float* x, int64_t ldx, const int32_t* row_index, const float* gamma, const float* beta,
+                  float eps, float* out, int64_t ldo, int64_t num_rows, int64_t dim, Stream stream);
+// Exact GELU in place over n bf16 or float32 values (float32 erf inside).
 Status gelu_erf(bf16* x, int64_t n, Stream stream);
+Status gelu_erf(float* x, int64_t n, Stream stream);
 
 // GroupNorm over a batch of channels-last bf16 images x [n, pixels, channels] (+ bias[channels],
 // may be null), in two steps. group_norm_stats writes mean and 1 / sqrt(var + eps) of each
