@@ -22,12 +22,14 @@
 // It is a programmatic dependent launch (common.cuh).
 // Other head dims, and float32 tensors: the CUDA-core kernel below (16-row sub-tiles, chunks
 // staged as float32, tile scores, online softmax; each block writes its rows' K/V to the cache
-// first).
+// first). Its scores, softmax and accumulators are float32 for bf16 tensors and float64 for
+// float32 ones, so the float32 mode's attention is as close to float64 as its inputs allow.
 #include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <type_traits>
 
 #include "common.cuh"
 #include "lpd/kernels/attention.h"
@@ -44,8 +46,16 @@ constexpr int kMaxAcc = kRows * static_cast<int>(kAttentionMaxHeadDim) / kThread
 
 int chunk_for(int64_t head_dim) { return static_cast<int>(std::max<int64_t>(8, std::min<int64_t>(64, 4096 / head_dim))); }
 
+// The CUDA-core kernel's accumulator type: float for bf16 tensors, double for float32 ones.
+template <typename T>
+using Acc = std::conditional_t<std::is_same_v<T, float>, double, float>;
+
+__device__ __forceinline__ float exp_acc(float x) { return expf(x); }
+__device__ __forceinline__ double exp_acc(double x) { return exp(x); }
+
+template <typename A>
 size_t smem_bytes(int64_t head_dim, int chunk) {
-  return sizeof(float) * (kRows * head_dim + chunk * (head_dim + 1) + chunk * head_dim + kRows * chunk + 3 * kRows);
+  return sizeof(A) * (kRows * chunk + 3 * kRows) + sizeof(float) * (kRows * head_dim + chunk * (head_dim + 1) + chunk * head_dim);
 }
 
 // The CUDA-core kernel's accumulators: thread tid's acc[i] holds O[r][d] of the sub-tile, where
@@ -60,15 +70,16 @@ __device__ __forceinline__ bool acc_element(int tid, int i, int rows, int hd, in
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttentionParams p, int chunk) {
-  extern __shared__ float smem[];
+  using A = Acc<T>;
+  extern __shared__ __align__(8) unsigned char smem_raw[];
   const int hd = static_cast<int>(p.head_dim);
-  float* q = smem;                      // [kRows][hd]
-  float* k = q + kRows * hd;            // [chunk][hd + 1]
-  float* v = k + chunk * (hd + 1);      // [chunk][hd]
-  float* s = v + chunk * hd;            // [kRows][chunk]
-  float* row_max = s + kRows * chunk;   // [kRows]
-  float* row_sum = row_max + kRows;     // [kRows]
-  float* alpha = row_sum + kRows;       // [kRows]
+  A* s = reinterpret_cast<A*>(smem_raw);  // [kRows][chunk] scores, then probabilities
+  A* row_max = s + kRows * chunk;         // [kRows]
+  A* row_sum = row_max + kRows;           // [kRows]
+  A* alpha = row_sum + kRows;             // [kRows]
+  float* q = reinterpret_cast<float*>(alpha + kRows);  // [kRows][hd]
+  float* k = q + kRows * hd;                           // [chunk][hd + 1]
+  float* v = k + chunk * (hd + 1);                     // [chunk][hd]
   __shared__ int vis[kRows];
   __shared__ int max_vis;
 
@@ -89,11 +100,11 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   if (tid < kRows) {
     vis[tid] = tid < rows ? p.visible_len[first + tid] : 0;
     row_max[tid] = -INFINITY;
-    row_sum[tid] = 0.0f;
+    row_sum[tid] = 0;
   }
   for (int e = tid; e < kRows * hd; e += kThreads) {
     const int r = e / hd, d = e % hd;
-    q[e] = r < rows ? to_f32(pq[(first + r) * p.q_stride + head * hd + d]) * p.scale : 0.0f;
+    q[e] = r < rows ? to_f32(pq[(first + r) * p.q_stride + head * hd + d]) : 0.0f;
   }
   // This block's rows' K/V (this head) to their cache slots; nothing below reads them there.
   for (int e = tid; e < rows * hd; e += kThreads) {
@@ -109,9 +120,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
     for (int r = 0; r < rows; ++r) m = max(m, vis[r]);
     max_vis = m;
   }
-  float acc[kMaxAcc];
+  A acc[kMaxAcc];
 #pragma unroll
-  for (int i = 0; i < kMaxAcc; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < kMaxAcc; ++i) acc[i] = 0;
   __syncthreads();
 
   const int warp = tid >> 5, lane = tid & 31;
@@ -137,32 +148,33 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
     __syncthreads();
     for (int e = tid; e < kRows * chunk; e += kThreads) {
       const int r = e / chunk, j = e % chunk;
-      float dot = -INFINITY;
+      A dot = -INFINITY;
       if (r < rows && j0 + j < vis[r]) {
-        dot = 0.0f;
+        dot = 0;
         const float* qr = q + r * hd;
         const float* kj = k + j * (hd + 1);
-        for (int d = 0; d < hd; ++d) dot = fmaf(qr[d], kj[d], dot);
+        for (int d = 0; d < hd; ++d) dot = fma(A(qr[d]), A(kj[d]), dot);
+        dot *= A(p.scale);
       }
       s[e] = dot;
     }
     __syncthreads();
     for (int r = warp; r < kRows; r += kThreads / 32) {
-      float m = -INFINITY;
-      for (int j = lane; j < chunk; j += 32) m = fmaxf(m, s[r * chunk + j]);
-      for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-      const float old = row_max[r], next = fmaxf(old, m);
-      float sum = 0.0f;
+      A m = -INFINITY;
+      for (int j = lane; j < chunk; j += 32) m = max(m, s[r * chunk + j]);
+      for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+      const A old = row_max[r], next = max(old, m);
+      A sum = 0;
       for (int j = lane; j < chunk; j += 32) {
-        const float x = s[r * chunk + j];
-        const float e = x == -INFINITY ? 0.0f : expf(x - next);
+        const A x = s[r * chunk + j];
+        const A e = x == -INFINITY ? A(0) : exp_acc(x - next);
         s[r * chunk + j] = e;
         sum += e;
       }
       for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       __syncwarp();
       if (lane == 0) {
-        const float a = old == -INFINITY ? 0.0f : expf(old - next);
+        const A a = old == -INFINITY ? A(0) : exp_acc(old - next);
         alpha[r] = a;
         row_sum[r] = row_sum[r] * a + sum;
         row_max[r] = next;
@@ -173,9 +185,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
     for (int i = 0; i < kMaxAcc; ++i) {
       int r, d;
       if (acc_element(tid, i, kRows, hd, r, d)) {
-        float a = acc[i] * alpha[r];
-        const float* pr = s + r * chunk;
-        for (int j = 0; j < chunk; ++j) a = fmaf(pr[j], v[j * hd + d], a);
+        A a = acc[i] * alpha[r];
+        const A* pr = s + r * chunk;
+        for (int j = 0; j < chunk; ++j) a = fma(pr[j], A(v[j * hd + d]), a);
         acc[i] = a;
       }
     }
@@ -185,8 +197,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(PagedAttent
   for (int i = 0; i < kMaxAcc; ++i) {
     int r, d;
     if (acc_element(tid, i, rows, hd, r, d)) {
-      const float l = row_sum[r];
-      static_cast<T*>(p.out)[(first + r) * p.out_stride + head * hd + d] = from_f32<T>(l > 0.0f ? acc[i] / l : 0.0f);
+      const A l = row_sum[r];
+      static_cast<T*>(p.out)[(first + r) * p.out_stride + head * hd + d] =
+          from_f32<T>(static_cast<float>(l > 0 ? acc[i] / l : A(0)));
     }
   }
 }
@@ -481,7 +494,7 @@ bool aligned(const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(
 template <typename T>
 Status launch_generic(const PagedAttentionParams& p, cudaStream_t stream) {
   const int chunk = chunk_for(p.head_dim);
-  const size_t smem = smem_bytes(p.head_dim, chunk);
+  const size_t smem = smem_bytes<Acc<T>>(p.head_dim, chunk);
   static const bool raised =  // the limit is a per-function attribute; raise it once
       cudaFuncSetAttribute(attention_generic_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024) ==
       cudaSuccess;
