@@ -149,12 +149,11 @@ struct CudaStepDecoder::Impl {
     check(kc::embed_rows(ep, stream), "embed_rows");
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
     const size_t layer_slots = static_cast<size_t>(num_blocks * block_size * d);
+    const bool f32 = dt == DType::kF32;  // float32 mode: every GEMM writes float32 (kc::gemm's kF32 needs it)
     for (int64_t i = 0; i < c.depth; ++i) {
       const Layer& l = layers[static_cast<size_t>(i)];
       char* kl = at(k_cache, i * layer_slots);
       char* vl = at(v_cache, i * layer_slots);
-      // A float32 mode's GEMMs write float32 everywhere (kc::gemm's dtype kF32 needs out_fp32).
-      const bool f32 = dt == DType::kF32;
       check(layer_norm(nullptr, l.ln1_g, l.ln1_b, rows), "layer_norm");
       check(kc::gemm(gemm, {h.ptr, d, l.qkv_w, d, l.qkv_b, qkv.ptr, 3 * d, rows, 3 * d, d, f32, false, false, 1, 0, 0,
                             0, dt},
