@@ -2,6 +2,7 @@
 loadable schedule file, bad input exits with status 2 and a typed error message."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lpd_engine import schedule
@@ -33,4 +34,14 @@ def test_bad_input_exits_with_typed_error(tmp_path, capsys):
     assert "InvalidLabelError" in capsys.readouterr().err
     assert main(["schedule", "--grid", "16", "--steps", "21", "--out", str(tmp_path / "s.npz")]) == 2
     assert "InvalidScheduleError" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--precision", "bf16"], "--precision bf16 is the GPU's"),
+    (["--device", "cuda", "--backend", "torch"], "native backend"),
+])
+def test_device_and_precision_conflicts_exit_with_a_message(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["generate", "--labels", "1", "--out", str(tmp_path / "x.png"), *flags])
     assert not any(tmp_path.iterdir())

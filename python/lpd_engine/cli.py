@@ -25,9 +25,12 @@ def _generate(args) -> None:
         raise SystemExit("error: --checkpoint and --vq go together")
     if args.checkpoint and args.bundle:
         raise SystemExit("error: give a bundle or checkpoints, not both")
-    if args.checkpoint and (args.device == "cuda" or args.precision == "bf16"):
-        raise SystemExit("error: --device cuda and --precision bf16 run a bundle on the native runtime; "
-                         "build one from the checkpoints")
+    if args.precision == "bf16" and args.device != "cuda":
+        raise SystemExit("error: --precision bf16 is the GPU's: add --device cuda")
+    if args.device == "cuda" and args.backend not in ("auto", "native"):
+        raise SystemExit(f"error: --device cuda runs on the native backend, not --backend {args.backend}")
+    if args.checkpoint and args.device == "cuda":
+        raise SystemExit("error: --device cuda runs a bundle on the native runtime; build one from the checkpoints")
     if args.checkpoint:
         gen = Generator.from_checkpoints(args.checkpoint, args.vq, backend=args.backend)
     else:
