@@ -58,7 +58,7 @@ typedef int32_t lpd_status;
 typedef struct lpd_engine lpd_engine;
 
 typedef struct lpd_engine_params {
-  int64_t kv_pool_bytes;  /* KV pool size in bytes (K and V, all layers; float32, bf16 on cuda), or 0 */
+  int64_t kv_pool_bytes;  /* KV pool size in bytes (K and V, all layers, in the precision), or 0 */
   int64_t kv_pool_blocks; /* ... or in blocks; both 0: room for 8 guided images (cuda: 64 at 256 px) */
   int32_t block_size;     /* slots per KV block (16) */
   int32_t num_threads;    /* CPU threads, 0 = all */
@@ -70,7 +70,7 @@ typedef struct lpd_engine_params {
 typedef struct lpd_engine_info {
   int64_t dim, depth, heads, vocab_size, num_classes, num_tokens, image_size;
   int64_t num_blocks, block_size, free_blocks;
-  int64_t block_bytes; /* bytes of one KV block (K and V, all layers; float32, bf16 on cuda) */
+  int64_t block_bytes; /* bytes of one KV block (K and V, all layers, in the precision) */
 } lpd_engine_info;
 
 typedef struct lpd_request_params {

@@ -62,7 +62,7 @@ struct RequestResult {
 };
 
 struct EngineOptions {
-  int64_t kv_pool_bytes = 0;   // KV pool size in bytes (K and V, all layers; float32, bf16 on cuda) ...
+  int64_t kv_pool_bytes = 0;   // KV pool size in bytes (K and V, all layers, in the precision) ...
   int64_t kv_pool_blocks = 0;  // ... or in blocks; both 0: 8 guided images (cuda: 64 at 256 px, 16 at 512)
   int64_t block_size = 16;     // slots per block
   int num_threads = 0;         // CPU kernel threads; 0 = all
@@ -95,7 +95,7 @@ class Engine {
   int64_t queued_blocks() const;
   // KV blocks a request of `batch` images needs (guided: two sequences per image).
   int64_t blocks_for(int64_t batch, bool guided) const;
-  // Bytes of one KV block (K and V of every layer): float32 on the CPU, bf16 on cuda.
+  // Bytes of one KV block (K and V of every layer) in the precision: float32, or bf16.
   int64_t block_bytes() const { return block_bytes_for(block_size()); }
 
   // Validates (Error kInvalidLabel / kInvalidSampling / kInvalidSchedule / kTooLarge) and queues.

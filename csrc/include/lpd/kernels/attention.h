@@ -32,8 +32,9 @@ Status paged_attention(const PagedAttentionParams& p);
 
 namespace cuda {
 // Device position-query group attention, bf16 q/K/V/cache/out (or all float32: dtype kF32),
-// float32 scores, softmax and accumulation (online softmax over slot chunks; bf16 with head_dim
-// 64 on tensor cores, P x V with P as bf16 hi + lo; otherwise on CUDA cores).
+// float32 scores, softmax and accumulation (float64 for float32 tensors), online softmax over
+// slot chunks; bf16 with head_dim 64 on tensor cores (P x V with P as bf16 hi + lo), otherwise
+// on CUDA cores.
 // Rows are processed in tiles of consecutive rows of one sequence (plan_attention_tiles) so
 // that each K/V chunk is read once per tile, not per row. When tiles x heads cannot fill the
 // GPU, the slots are split across the blocks of a thread-block cluster (up to 16), which merge

@@ -40,7 +40,7 @@ namespace cuda {
 using Stream = CUstream_st*;
 using bf16 = uint16_t;  // bit pattern of a bfloat16 (__nv_bfloat16 inside csrc/cuda)
 // Element type of the tensors a launcher takes as untyped pointers. kBF16 is the engine's GPU
-// precision; kF32 is its float32 mode (bit-for-bit checks against the CPU path's tokens).
+// precision; kF32 is its float32 mode (the CPU path's tokens on the GPU).
 enum class DType : int { kBF16 = 0, kF32 = 1 };
 inline int64_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
 }  // namespace cuda
