@@ -211,28 +211,35 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   // Gumbel-max. Pass 1, float32: each thread's two best scores and the largest |s| it saw
   // (its error bound). The float64 maximum lies at an entry whose float32 upper bound reaches
   // the largest float32 lower bound of any thread's best.
+  // f(i, s, word) for each entry of this thread that the top-k filter keeps: its index, scaled
+  // logit and Philox word (four entries share one Philox draw).
   const int64_t groups = (vocab + 3) / 4;
-  float best1 = -INFINITY, best2 = -INFINITY, max_abs = 0.0f;
-  int idx1 = -1;
-  for (int64_t g = tid; g < groups; g += kThreads) {
-    const uint4 w = uniform_words(job, g);
+  auto for_each_kept = [&](auto&& f) {
+    for (int64_t g = tid; g < groups; g += kThreads) {
+      const uint4 w = uniform_words(job, g);
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int64_t i = 4 * g + q;
-      if (i >= vocab) break;
-      const float s = scaled(i);
-      if (filter && !(s >= kth)) continue;
-      const float score = s - gumbel_log_term(word(w, q));
-      max_abs = fmaxf(max_abs, fabsf(s));
-      if (idx1 < 0 || score > best1) {
-        best2 = best1;
-        best1 = score;
-        idx1 = static_cast<int>(i);
-      } else if (score > best2) {
-        best2 = score;
+      for (int q = 0; q < 4; ++q) {
+        const int64_t i = 4 * g + q;
+        if (i >= vocab) break;
+        const float s = scaled(i);
+        if (filter && !(s >= kth)) continue;
+        f(i, s, word(w, q));
       }
     }
-  }
+  };
+  float best1 = -INFINITY, best2 = -INFINITY, max_abs = 0.0f;
+  int idx1 = -1;
+  for_each_kept([&](int64_t i, float s, uint32_t r) {
+    const float score = s - gumbel_log_term(r);
+    max_abs = fmaxf(max_abs, fabsf(s));
+    if (idx1 < 0 || score > best1) {
+      best2 = best1;
+      best1 = score;
+      idx1 = static_cast<int>(i);
+    } else if (score > best2) {
+      best2 = score;
+    }
+  });
   const float bound = score_error_bound(max_abs);
   float lower = idx1 < 0 ? -INFINITY : best1 - bound;
   for (int o = 16; o > 0; o >>= 1) lower = fmaxf(lower, __shfl_xor_sync(0xffffffffu, lower, o));
@@ -246,22 +253,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   double best = -INFINITY;
   int idx = -1;
   if (idx1 >= 0 && best2 + bound >= lower) {
-    for (int64_t g = tid; g < groups; g += kThreads) {
-      const uint4 w = uniform_words(job, g);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int64_t i = 4 * g + q;
-        if (i >= vocab) break;
-        const float s = scaled(i);
-        if (filter && !(s >= kth)) continue;
-        if (s - gumbel_log_term(word(w, q)) + bound < lower) continue;
-        const double score = exact_score(s, word(w, q));
-        if (idx < 0 || score > best) {
-          best = score;
-          idx = static_cast<int>(i);
-        }
+    for_each_kept([&](int64_t i, float s, uint32_t r) {
+      if (s - gumbel_log_term(r) + bound < lower) return;
+      const double score = exact_score(s, r);
+      if (idx < 0 || score > best) {
+        best = score;
+        idx = static_cast<int>(i);
       }
-    }
+    });
   } else if (idx1 >= 0 && best1 + bound >= lower) {
     best = exact_score(scaled(idx1), word(uniform_words(job, idx1 / 4), idx1 % 4));
     idx = idx1;
